@@ -1,0 +1,1 @@
+"""Latent-reasoning research toolkit: CoT-SFT, No-CoT, Coconut, ATP-Latent and latent RL on small models."""

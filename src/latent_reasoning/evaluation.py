@@ -1,0 +1,72 @@
+"""Answer extraction and batched evaluation of a model on a set of examples."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+from .formats import encode_prompt
+from .generation import generate
+from .schema import Example
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def extract_answer(text: str) -> str | None:
+    """The text after the last `###`, stripped, commas removed; None when there is no `###`."""
+    if "###" not in text:
+        return None
+    answer = text.rsplit("###", 1)[1].strip().replace(",", "")
+    return answer or None
+
+
+def parse_number(text: str) -> float | None:
+    text = text.strip().replace(",", "")
+    return float(text) if _NUMBER.match(text) else None
+
+
+def answers_match(predicted: str | None, gold: str) -> bool:
+    """Numeric comparison when both parse as numbers (so "5.0" == "5"), else exact text."""
+    if predicted is None:
+        return False
+    p, g = parse_number(predicted), parse_number(gold)
+    if p is not None and g is not None:
+        return math.isclose(p, g, rel_tol=0, abs_tol=1e-6)
+    return predicted.strip() == gold.strip().replace(",", "")
+
+
+def evaluate(model, tokenizer, examples: list[Example], *, batch_size: int, max_new_tokens: int,
+             prompt_fn=encode_prompt) -> tuple[dict, list[dict]]:
+    """Greedy answers for every example. Returns (metrics, predictions).
+
+    tokens counts every token generated after the question (eos excluded), as the Coconut
+    paper counts them."""
+    model.eval()
+    predictions = []
+    started = time.time()
+    # longest prompts first: rows of a batch have similar lengths, so less padding
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].question))
+    for start in range(0, len(order), batch_size):
+        chunk = [examples[i] for i in order[start: start + batch_size]]
+        prompts = [prompt_fn(tokenizer, ex) for ex in chunk]
+        outputs = generate(model, prompts, max_new_tokens=max_new_tokens,
+                           eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+        for i, ex, new in zip(order[start: start + batch_size], chunk, outputs):
+            text = tokenizer.decode(new, skip_special_tokens=False)
+            predicted = extract_answer(text)
+            predictions.append({
+                "index": i, "question": ex.question, "gold": ex.answer, "predicted": predicted,
+                "correct": answers_match(predicted, ex.answer), "tokens": len(new), "output": text,
+                **({"meta": ex.meta} if ex.meta else {}),
+            })
+    seconds = time.time() - started
+    predictions.sort(key=lambda p: p["index"])
+    n = len(predictions)
+    metrics = {
+        "accuracy": sum(p["correct"] for p in predictions) / max(1, n),
+        "tokens": sum(p["tokens"] for p in predictions) / max(1, n),
+        "n": n,
+        "examples_per_s": n / max(seconds, 1e-9),
+    }
+    return metrics, predictions

@@ -1,0 +1,267 @@
+"""A seeded generator of arithmetic word problems in the GSM8k-Aug style.
+
+Every problem is a chain of people, each holding some number of one kind of object:
+
+    Ava has 12 apples. Ben has 5 more than Ava. Cal has 3 times as many as Ben.
+    How many apples does Cal have?
+    steps: <<12+5=17>> <<17*3=51>>   answer: 51
+
+The first person's count is given; every later person's count is the previous one's
+changed by one operation (+, -, *, exact /), which is one reasoning step. Optionally
+the question asks for the last two people's total (one more step, `<<a+b=c>>`).
+Every step is a correct formula and the answer is the last step's result.
+
+The language is deliberately plain: a small model trained from scratch in minutes
+has to learn the arithmetic and which number to copy; prose variety would only cost
+tokens. The test sets mirror the four benchmarks of the ATP-Latent paper:
+
+    gsm         in distribution (the GSM8K role)
+    gsm_hard    the same test problems, given numbers enlarged (how GSM-Hard was made)
+    svamp       simple variations of the test problems: facts reordered, an irrelevant
+                sentence added, or the question asking about another quantity
+    multiarith  short 2-3 step problems
+    longer      more steps than any training problem (length generalisation)
+
+A problem's *chain* is (start value, ops and operands, together?). Training problems
+are disjoint from the test and validation problems by chain, and by every prefix of
+a test chain with two or more steps, so the model cannot have memorised a test chain
+or its start (a 2-step chain space is small enough to be covered by 100k examples).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .schema import Example
+
+NAMES = (
+    "Ava Ben Cal Dan Eve Fay Gus Hal Ivy Jon Kim Leo Mia Ned Oli Pam Quinn Ray Sam Tia "
+    "Uma Vic Wes Xia Yan Zoe Amy Bob Cara Dev"
+).split()
+OBJECTS = "apples pears books coins cards marbles pens stamps shells cookies eggs toys".split()
+FRACTIONS = {2: "half", 3: "a third", 4: "a quarter", 5: "a fifth"}
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    value_max: int = 99  # every quantity (given or computed) stays in 0..value_max
+    start_min: int = 2
+    add_max: int = 20  # operands of + and - are 1..add_max
+    mul_max: int = 5  # factors and divisors are 2..mul_max (divisors at most 5)
+    together_prob: float = 0.25  # chance the last step sums the last two people
+
+    def __post_init__(self):
+        if not (0 < self.start_min <= self.value_max):
+            raise ValueError(f"generator: need 0 < start_min <= value_max, got {self}")
+        if self.add_max < 1 or not (2 <= self.mul_max <= 9):
+            raise ValueError(f"generator: need add_max >= 1 and 2 <= mul_max <= 9, got {self}")
+        if not 0 <= self.together_prob <= 1:
+            raise ValueError(f"generator: together_prob must be in [0, 1], got {self.together_prob}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The structure of one problem; `realize` turns it into text."""
+
+    start: int
+    ops: tuple[tuple[str, int], ...]  # (op, operand) per person after the first
+    together: bool  # one more step: total of the last two people
+    names: tuple[str, ...]
+    obj: str
+
+    @property
+    def chain(self) -> tuple:
+        return (self.start, self.ops, self.together)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.ops) + int(self.together)
+
+    def values(self) -> list[int]:
+        vals = [self.start]
+        for op, b in self.ops:
+            vals.append(apply(op, vals[-1], b))
+        return vals
+
+    def scaled(self, factor: int) -> "Problem":
+        """The same problem with its given numbers enlarged (start and +/- operands times
+        `factor`). Every quantity scales by `factor`, so exact divisions stay exact."""
+        ops = tuple((op, b * factor if op in "+-" else b) for op, b in self.ops)
+        return Problem(self.start * factor, ops, self.together, self.names, self.obj)
+
+
+def apply(op: str, a: int, b: int) -> int:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        assert a % b == 0, (a, b)
+        return a // b
+    raise ValueError(f"unknown op {op!r}")
+
+
+def sample_problem(rng: random.Random, n_steps: int, cfg: GeneratorConfig) -> Problem:
+    """A random problem with exactly `n_steps` steps, every quantity in 0..value_max."""
+    together = n_steps >= 2 and rng.random() < cfg.together_prob
+    n_ops = n_steps - int(together)
+    while True:
+        value = rng.randint(cfg.start_min, cfg.value_max)
+        start, ops, ok = value, [], True
+        for _ in range(n_ops):
+            choices = []
+            if value < cfg.value_max:
+                choices.append(("+", rng.randint(1, min(cfg.add_max, cfg.value_max - value))))
+            if value >= 2:
+                choices.append(("-", rng.randint(1, min(cfg.add_max, value - 1))))
+            factors = [f for f in range(2, cfg.mul_max + 1) if value * f <= cfg.value_max and value > 0]
+            if factors:
+                choices.append(("*", rng.choice(factors)))
+            divisors = [d for d in range(2, min(cfg.mul_max, 5) + 1) if value % d == 0 and value > 0]
+            if divisors:
+                choices.append(("/", rng.choice(divisors)))
+            if not choices:
+                ok = False
+                break
+            op, b = rng.choice(choices)
+            ops.append((op, b))
+            value = apply(op, value, b)
+        if not ok:
+            continue
+        if together and value + (start if n_ops == 1 else _before_last(start, ops)) > cfg.value_max:
+            continue
+        names = tuple(rng.sample(NAMES, n_ops + 1))
+        return Problem(start, tuple(ops), together, names, rng.choice(OBJECTS))
+
+
+def _before_last(start: int, ops: list) -> int:
+    """The second-to-last person's count."""
+    value = start
+    for op, b in ops[:-1]:
+        value = apply(op, value, b)
+    return value
+
+
+def relation_sentence(name: str, prev: str, op: str, b: int) -> str:
+    if op == "+":
+        return f"{name} has {b} more than {prev}."
+    if op == "-":
+        return f"{name} has {b} fewer than {prev}."
+    if op == "*":
+        return f"{name} has {b} times as many as {prev}."
+    return f"{name} has {FRACTIONS[b]} as many as {prev}."
+
+
+def realize(p: Problem, *, order: list[int] | None = None, distractor: str | None = None,
+            ask: int | None = None, meta: dict | None = None) -> Example:
+    """Render a problem as text, steps and answer.
+
+    order: permutation of the fact sentences (SVAMP-style reordering; the steps keep
+    their dependency order). distractor: an irrelevant sentence inserted before the
+    question. ask: index of the person the question is about (default: the last one,
+    or the last two's total when `p.together`)."""
+    vals = p.values()
+    facts = [f"{p.names[0]} has {p.start} {p.obj}."]
+    for i, (op, b) in enumerate(p.ops):
+        facts.append(relation_sentence(p.names[i + 1], p.names[i], op, b))
+    steps = []
+    for i, (op, b) in enumerate(p.ops):
+        steps.append(f"<<{vals[i]}{op}{b}={vals[i + 1]}>>")
+    if ask is None and p.together:
+        a, b = vals[-2], vals[-1]
+        steps.append(f"<<{a}+{b}={a + b}>>")
+        question = f"How many {p.obj} do {p.names[-2]} and {p.names[-1]} have together?"
+        answer = a + b
+    else:
+        k = len(p.names) - 1 if ask is None else ask
+        steps = steps[:k]
+        question = f"How many {p.obj} does {p.names[k]} have?"
+        answer = vals[k]
+    if order is not None:
+        facts = [facts[i] for i in order]
+    if distractor:
+        facts.append(distractor)
+    text = " ".join(facts + [question])
+    return Example(text, tuple(steps), str(answer), dict(meta or {}))
+
+
+def _chain_prefixes(p: Problem):
+    """The problem's chain and every prefix with >= 2 steps (those must not be trained on)."""
+    yield p.chain
+    for k in range(2, len(p.ops) + 1):
+        yield (p.start, p.ops[:k], False)
+
+
+def generate_unique(rng, n, steps_range, cfg, taken: set, forbidden: set = frozenset()):
+    """`n` problems with distinct chains, none in `taken` or `forbidden`; adds to `taken`."""
+    out = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 50 * n + 10_000:
+            raise ValueError(
+                f"generator: could only make {len(out)} of {n} distinct problems with "
+                f"{steps_range} steps; widen value_max/add_max or ask for fewer"
+            )
+        p = sample_problem(rng, rng.randint(*steps_range), cfg)
+        if p.chain in taken or p.chain in forbidden:
+            continue
+        taken.add(p.chain)
+        out.append(p)
+    return out
+
+
+def svamp_variant(rng: random.Random, p: Problem) -> Example:
+    """One SVAMP-style variation of a test problem, chosen at random."""
+    # "another quantity": someone before the end of the chain (or, when the question
+    # asks for a total, the last person alone)
+    askable = list(range(1, len(p.ops))) + ([len(p.ops)] if p.together else [])
+    kind = rng.choice(["reordered", "distractor"] + (["other_quantity"] if askable else []))
+    if kind == "reordered":
+        order = list(range(len(p.ops) + 1))
+        while order == sorted(order):
+            rng.shuffle(order)
+        return realize(p, order=order, meta={"variation": kind})
+    if kind == "distractor":
+        other = rng.choice([n for n in NAMES if n not in p.names])
+        obj = rng.choice([o for o in OBJECTS if o != p.obj])
+        sentence = f"{other} has {rng.randint(2, 20)} {obj}."
+        return realize(p, distractor=sentence, meta={"variation": kind})
+    return realize(p, ask=rng.choice(askable), meta={"variation": kind})
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    train: int = 60_000
+    valid: int = 300
+    test: int = 500
+
+
+def generate_splits(seed: int, cfg: GeneratorConfig, sizes: SplitSizes,
+                    train_steps=(2, 4), multiarith_steps=(2, 3), longer_steps=(5, 6),
+                    hard_factor=(10, 30)) -> dict[str, list[Example]]:
+    """All splits, deterministic given the seed. Test and validation problems are drawn
+    first; training then avoids their chains and their chains' prefixes."""
+    rng = random.Random(seed)
+    taken: set = set()
+    test = generate_unique(rng, sizes.test, train_steps, cfg, taken)
+    valid = generate_unique(rng, sizes.valid, train_steps, cfg, taken)
+    multiarith = generate_unique(rng, sizes.test, multiarith_steps, cfg, taken)
+    longer = generate_unique(rng, sizes.test, longer_steps, cfg, taken)
+    held_out = {c for p in test + valid + multiarith + longer for c in _chain_prefixes(p)}
+    train = generate_unique(rng, sizes.train, train_steps, cfg, set(), forbidden=held_out)
+
+    hard = [realize(p.scaled(rng.randint(*hard_factor)), meta={"variation": "enlarged"}) for p in test]
+    svamp = [svamp_variant(rng, p) for p in test]
+    return {
+        "train": [realize(p) for p in train],
+        "valid": [realize(p) for p in valid],
+        "test_gsm": [realize(p) for p in test],
+        "test_gsm_hard": hard,
+        "test_svamp": svamp,
+        "test_multiarith": [realize(p) for p in multiarith],
+        "test_longer": [realize(p) for p in longer],
+    }

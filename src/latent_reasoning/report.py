@@ -1,0 +1,188 @@
+"""The report stage: every method's eval metrics -> one summary, a markdown table and a plot.
+
+Input, one file per evaluated method, as the eval stage writes it:
+
+    reports/eval/<method>/metrics.json
+    {"<test_set>": {"accuracy": 0..1, "tokens": mean generated tokens, "n": int, ...}, ...}
+
+The summary is method -> test set -> {"accuracy", "tokens", "n"}, methods and test
+sets in the fixed orders below so that tables and plots read the same every run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+# display orders; names not listed here come after, alphabetically
+METHODS = ("cot", "nocot", "coconut", "no_curriculum", "no_thought",
+           "pause_as_thought", "pause_token", "atp_latent", "latent_rl")
+TEST_SETS = ("gsm", "gsm_hard", "svamp", "multiarith", "longer")
+
+PUBLISHED_KEYS = ("paper", "table", "model", "dataset", "method", "accuracy", "source")
+
+SCALE_CAVEAT = (
+    "These numbers are from the papers: GPT-2 (124M) / Llama-scale pretrained models "
+    "fine-tuned on the real GSM8k, a different scale from our small from-scratch models "
+    "trained on generated data. Compare gaps and ratios (e.g. CoT vs No-CoT accuracy, "
+    "tokens per method), not absolute values."
+)
+
+
+class ReportError(ValueError):
+    """A malformed metrics or published-results file; the message names the file."""
+
+
+def ordered(names, order) -> list[str]:
+    known = [n for n in order if n in names]
+    return known + sorted(n for n in names if n not in order)
+
+
+def _number(x) -> bool:
+    # bool is an int in Python, but true/false in a metrics file is a bug upstream
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _read_entry(entry, where: str) -> dict:
+    if not isinstance(entry, dict):
+        raise ReportError(f"{where}: expected an object, got {type(entry).__name__}")
+    for key in ("accuracy", "tokens", "n"):
+        if key not in entry:
+            raise ReportError(f"{where}: missing '{key}'")
+    acc, tokens, n = entry["accuracy"], entry["tokens"], entry["n"]
+    # accuracy is a fraction; a value like 93.4 means someone wrote percent
+    if not _number(acc) or not 0 <= acc <= 1:
+        raise ReportError(f"{where}: 'accuracy' must be a number in [0, 1], got {acc!r}")
+    if not _number(tokens) or tokens < 0:
+        raise ReportError(f"{where}: 'tokens' must be a number >= 0, got {tokens!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ReportError(f"{where}: 'n' must be a positive integer, got {n!r}")
+    return {"accuracy": float(acc), "tokens": float(tokens), "n": n}
+
+
+def collect(eval_dir) -> dict:
+    """Read every <eval_dir>/<method>/metrics.json into method -> test set -> metrics."""
+    eval_dir = Path(eval_dir)
+    paths = sorted(eval_dir.glob("*/metrics.json"))
+    if not paths:
+        raise ReportError(f"{eval_dir}: no <method>/metrics.json files found")
+    summary = {}
+    for path in paths:
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ReportError(f"{path}: broken JSON ({e.msg}, line {e.lineno})") from None
+        if not isinstance(raw, dict) or not raw:
+            raise ReportError(f"{path}: expected a non-empty object of test sets")
+        sets = {name: _read_entry(entry, f"{path}: test set '{name}'") for name, entry in raw.items()}
+        summary[path.parent.name] = {s: sets[s] for s in ordered(sets, TEST_SETS)}
+    return {m: summary[m] for m in ordered(summary, METHODS)}
+
+
+def write_summary(summary: dict, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def load_published(path) -> list[dict]:
+    """The papers' numbers (data/published_results.yaml): a list of entries."""
+    path = Path(path)
+    try:
+        rows = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ReportError(f"{path}: broken YAML ({e})") from None
+    if not isinstance(rows, list):
+        raise ReportError(f"{path}: expected a list of entries")
+    for i, row in enumerate(rows):
+        missing = [k for k in PUBLISHED_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ReportError(f"{path}: entry {i} is missing {', '.join(missing)}")
+        if not _number(row["accuracy"]) or not 0 <= row["accuracy"] <= 100:
+            raise ReportError(f"{path}: entry {i}: 'accuracy' must be a percent, got {row['accuracy']!r}")
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def results_markdown(summary: dict, published: list[dict] | None = None) -> str:
+    """Our method x test-set table (accuracy % / mean tokens), then the papers' numbers."""
+    sets = ordered({s for per in summary.values() for s in per}, TEST_SETS)
+    # n goes in the header when every method saw the same test set, else in each cell
+    ns = {s: {per[s]["n"] for per in summary.values() if s in per} for s in sets}
+    header = ["method"] + [f"{s} (n={next(iter(ns[s]))})" if len(ns[s]) == 1 else s for s in sets]
+    rows = []
+    for method, per in summary.items():
+        cells = [method]
+        for s in sets:
+            if s not in per:
+                cells.append("–")
+                continue
+            m = per[s]
+            cell = f"{100 * m['accuracy']:.1f}% / {m['tokens']:.1f}"
+            cells.append(cell if len(ns[s]) == 1 else f"{cell} (n={m['n']})")
+        rows.append(cells)
+
+    lines = ["# Results", "",
+             "Our models. Each cell is accuracy / mean generated tokens; "
+             "n is the number of test examples.", ""]
+    lines += _table(header, rows)
+
+    lines += ["", "## Published numbers (from the papers, not our runs)", "", SCALE_CAVEAT, ""]
+    if published:
+        prow = []
+        for p in published:
+            acc = f"{p['accuracy']:.1f}%"
+            if p.get("accuracy_std") is not None:
+                acc += f" ± {p['accuracy_std']}"
+            tokens = "–" if p.get("tokens") is None else f"{p['tokens']:.1f}"
+            prow.append([p["paper"], p["table"], p["model"], p["dataset"],
+                         p.get("label", p["method"]), p["method"], acc, tokens])
+        lines += _table(["paper", "table", "model", "dataset", "row", "our method",
+                         "accuracy", "tokens"], prow)
+    else:
+        lines.append("(no published numbers given)")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path) -> None:
+    """Grouped accuracy bars per test set, and mean tokens per method on gsm; saves a PNG."""
+    methods = list(summary)
+    sets = ordered({s for per in summary.values() for s in per}, TEST_SETS)
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # same colour in both panels
+
+    # Figure + the Agg canvas directly: no pyplot, so no global backend state to fight
+    fig = Figure(figsize=(13, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_acc, ax_tok = fig.subplots(1, 2, width_ratios=[3, 1])
+
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        xs = [j + (i - (len(methods) - 1) / 2) * width for j, s in enumerate(sets) if s in summary[m]]
+        ys = [100 * summary[m][s]["accuracy"] for s in sets if s in summary[m]]
+        ax_acc.bar(xs, ys, width, label=m, color=colors[m])
+    ax_acc.set_xticks(range(len(sets)), sets)
+    ax_acc.set_ylim(0, 100)
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.set_title("accuracy per test set")
+    # legend under the figure: inside the axes it hides the tallest bars
+    fig.legend(loc="outside lower center", ncols=min(len(methods), 9), fontsize="small")
+
+    on_gsm = [m for m in methods if "gsm" in summary[m]]
+    ax_tok.bar(range(len(on_gsm)), [summary[m]["gsm"]["tokens"] for m in on_gsm],
+               color=[colors[m] for m in on_gsm])
+    ax_tok.set_xticks(range(len(on_gsm)), on_gsm, rotation=45, ha="right")
+    ax_tok.set_ylabel("mean generated tokens")
+    ax_tok.set_title("tokens on gsm" if on_gsm else "tokens on gsm (no gsm results)")
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,91 @@
+"""The one record schema every data source is turned into.
+
+    {"question": str, "steps": [str, ...], "answer": str}
+
+Each step is a formula in the GSM8k-Aug style, ``<<16-3-4=9>>``. Structure is
+checked strictly (types, non-empty question and answer, every step a ``<<lhs=rhs>>``
+formula); content is taken as the data has it: real GSM8k-Aug has rows with no
+steps and rows whose last step disagrees with the answer, and those load (the
+statistics count them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# one formula: "<<" expression "=" result ">>", nothing else around it
+STEP_RE = re.compile(r"^<<[^<>=]+=[^<>=]+>>$")
+
+
+class DataError(ValueError):
+    """A malformed data row or file; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    steps: tuple[str, ...]
+    answer: str
+    # optional provenance, e.g. {"variation": "reordered"}; not part of the schema
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict:
+        row = {"question": self.question, "steps": list(self.steps), "answer": self.answer}
+        if self.meta:
+            row["meta"] = self.meta
+        return row
+
+
+def step_result(step: str) -> str:
+    """The right-hand side of a ``<<lhs=rhs>>`` formula."""
+    return step[2:-2].rsplit("=", 1)[1].strip()
+
+
+def validate_row(row, where: str) -> Example:
+    """Check one decoded row against the schema; raise DataError naming `where`."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for key in ("question", "steps", "answer"):
+        if key not in row:
+            raise DataError(f"{where}: missing field '{key}'")
+    question, steps, answer = row["question"], row["steps"], row["answer"]
+    if not isinstance(question, str) or not question.strip():
+        raise DataError(f"{where}: 'question' must be a non-empty string")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str) or not answer.strip():
+        raise DataError(f"{where}: 'answer' must be a non-empty string")
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise DataError(f"{where}: 'steps' must be a list of strings")
+    for i, step in enumerate(steps):
+        if not STEP_RE.match(step.strip()):
+            raise DataError(f"{where}: step {i} {step!r} is not a <<expression=result>> formula")
+    meta = row.get("meta") or {}
+    return Example(question.strip(), tuple(s.strip() for s in steps), answer.strip(), meta)
+
+
+def write_jsonl(path: str | Path, examples) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for ex in examples:
+            f.write(json.dumps(ex.to_json()) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[Example]:
+    """Read a file in our schema (as `prepare` writes it); any bad line is an error."""
+    path = Path(path)
+    examples = []
+    with path.open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: broken JSON ({e.msg})") from None
+            examples.append(validate_row(row, f"{path}:{lineno}"))
+    return examples

@@ -1,0 +1,56 @@
+"""Stage `evaluate`: batched greedy generation of one trained method on every test set.
+Writes reports/eval/<method>/metrics.json (test set -> accuracy, tokens, n, examples/s)
+and the predictions as jsonl beside it, for inspection."""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..config import load_params
+from ..evaluation import evaluate
+from ..modeling import load_checkpoint
+from ..schema import read_jsonl
+from ..tokenizer import load_tokenizer
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--model", default=None, help="default: models/<method>")
+    ap.add_argument("--out", default=None, help="default: reports/eval/<method>")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    params.train_for(args.method)  # rejects an unknown method by name
+    torch.set_num_threads(params.base.threads)
+    model_dir = Path(args.model or f"models/{args.method}")
+    out = Path(args.out or f"reports/eval/{args.method}")
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+
+    model = load_checkpoint(model_dir, f"models/{args.method}")
+    tokenizer = load_tokenizer(model_dir)
+    test_files = sorted(Path(args.data).glob("test_*.jsonl"))
+    if not test_files:
+        raise FileNotFoundError(f"no test_*.jsonl in {args.data}: run the `prepare` stage first")
+    results = {}
+    for path in test_files:
+        name = path.stem.removeprefix("test_")
+        examples = read_jsonl(path)
+        if params.evaluate.limit:
+            examples = examples[: params.evaluate.limit]
+        metrics, predictions = evaluate(model, tokenizer, examples, batch_size=params.evaluate.batch_size,
+                                        max_new_tokens=params.evaluate.max_new_tokens)
+        results[name] = metrics
+        with (out / "predictions" / f"{name}.jsonl").open("w") as f:
+            for p in predictions:
+                f.write(json.dumps(p) + "\n")
+        print(f"{args.method} {name}: accuracy {metrics['accuracy']:.3f}, tokens {metrics['tokens']:.1f}, "
+              f"n {metrics['n']}, {metrics['examples_per_s']:.0f} examples/s")
+    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

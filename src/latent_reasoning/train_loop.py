@@ -1,0 +1,109 @@
+"""The one training loop every method uses.
+
+A method supplies `make_batch(examples) -> batch` and optionally `loss_fn(model, batch)`
+(default: the model's own teacher-forced loss) and `validate(model) -> accuracy`. The loop:
+AdamW, linear warmup then cosine decay, gradient clipping, optional bf16, validation
+every `eval_every` steps with the best checkpoint kept, DVCLive metrics, a progress bar.
+Accelerate places everything: CPU here, the same code under `accelerate launch` on GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from dvclive import Live
+from tqdm import tqdm
+
+from .config import TrainConfig
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.lr * cfg.min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def batches(examples: list, batch_size: int, seed: int):
+    """Endless shuffled batches, a fresh permutation every epoch (deterministic)."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    while True:
+        rng.shuffle(order)
+        # drop the ragged last batch (a data set smaller than a batch is one batch)
+        for i in range(0, max(1, len(order) - batch_size + 1), batch_size):
+            yield [examples[j] for j in order[i: i + batch_size]]
+
+
+def default_loss(model, batch):
+    return model(**batch).loss
+
+
+def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable,
+          out_dir: str | Path, live_dir: str | Path, seed: int = 0,
+          loss_fn: Callable = default_loss, validate: Callable | None = None,
+          save: Callable | None = None) -> dict:
+    """Train `model` in place; the best (by validation accuracy) checkpoint is saved to
+    `out_dir` via `save(model, out_dir)` (default: save_pretrained). Returns a summary."""
+    out_dir = Path(out_dir)
+    save = save or (lambda m, d: m.save_pretrained(d))
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    torch.manual_seed(seed)
+
+    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    best_acc, best_step, history = -1.0, -1, []
+    started = time.time()
+    data = batches(train_examples, cfg.batch_size, seed)
+    bar = tqdm(range(cfg.max_steps), desc="train", mininterval=5, disable=not accelerator.is_main_process)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = {k: v.to(accelerator.device) for k, v in make_batch(next(data)).items()}
+        model.train()
+        with accelerator.autocast():
+            loss = loss_fn(model, batch)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        last = step + 1 == cfg.max_steps
+        if step % cfg.log_every == 0 or last:
+            live.log_metric("train/loss", loss.item())
+            live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
+            live.log_metric("train/grad_norm", float(grad_norm))
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if validate is not None and ((step + 1) % cfg.eval_every == 0 or last):
+            model.eval()
+            acc = validate(accelerator.unwrap_model(model))
+            live.log_metric("val/accuracy", acc)
+            history.append({"step": step + 1, "val_accuracy": acc, "loss": loss.item()})
+            tqdm.write(f"step {step + 1}: loss {loss.item():.4f} val accuracy {acc:.3f}")
+            if acc > best_acc:
+                best_acc, best_step = acc, step + 1
+                save(accelerator.unwrap_model(model), out_dir)
+        live.next_step()
+    if validate is None:
+        save(accelerator.unwrap_model(model), out_dir)
+        best_step = cfg.max_steps
+    summary = {"best_val_accuracy": best_acc, "best_step": best_step, "final_loss": loss.item(),
+               "train_minutes": (time.time() - started) / 60}
+    for key, value in summary.items():
+        live.summary[key] = value
+    live.end()
+    return {**summary, "history": history}

@@ -1,0 +1,136 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from latent_reasoning.report import (
+    SCALE_CAVEAT, ReportError, collect, load_published, plot, results_markdown, write_summary,
+)
+from latent_reasoning.stages.report import main
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "data" / "published_results.yaml"
+
+
+def metric(acc, tokens, n=200):
+    return {"accuracy": acc, "tokens": tokens, "n": n, "examples_per_s": 50.0}
+
+
+def make_eval(root, runs: dict) -> Path:
+    """runs: method -> the metrics.json content (a dict, or a raw string to write as is)."""
+    for method, content in runs.items():
+        d = root / "eval" / method
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(content if isinstance(content, str) else json.dumps(content))
+    return root / "eval"
+
+
+@pytest.fixture
+def eval_dir(tmp_path):
+    # written in a scrambled order on purpose: the report must reorder both axes
+    return make_eval(tmp_path, {
+        "coconut": {"svamp": metric(0.61, 6.0), "gsm": metric(0.80, 8.2)},
+        "my_new_method": {"gsm": metric(0.5, 3.0)},
+        "cot": {"zzz_set": metric(0.2, 40.0, n=50), "gsm": metric(0.934, 25.1),
+                "gsm_hard": metric(0.5, 31.0, n=100), "svamp": metric(0.7, 20.0)},
+        "nocot": {"gsm": metric(0.3, 2.0), "svamp": metric(0.4, 2.0)},
+    })
+
+
+def test_collect_orders_and_keeps_only_the_summary_fields(eval_dir):
+    s = collect(eval_dir)
+    assert list(s) == ["cot", "nocot", "coconut", "my_new_method"]
+    assert list(s["cot"]) == ["gsm", "gsm_hard", "svamp", "zzz_set"]
+    assert s["cot"]["gsm"] == {"accuracy": 0.934, "tokens": 25.1, "n": 200}
+
+
+def test_write_summary_round_trips(eval_dir, tmp_path):
+    s = collect(eval_dir)
+    out = tmp_path / "reports" / "metrics.json"
+    write_summary(s, out)
+    assert json.loads(out.read_text()) == s
+    assert list(json.loads(out.read_text())) == ["cot", "nocot", "coconut", "my_new_method"]
+
+
+def test_markdown_has_our_numbers_and_the_published_table(eval_dir):
+    md = results_markdown(collect(eval_dir), load_published(PUBLISHED))
+    ours, theirs = md.split("## Published numbers")
+    assert "93.4% / 25.1" in ours and "80.0% / 8.2" in ours and "61.0% / 6.0" in ours
+    assert "gsm (n=200)" in ours and "gsm_hard (n=100)" in ours
+    header = next(line for line in ours.splitlines() if line.startswith("| method"))
+    assert header.index("gsm (n=200)") < header.index("gsm_hard") < header.index("svamp") < header.index("zzz_set")
+    # a method without a test set gets a dash, not a made-up number
+    nocot_row = next(line for line in ours.splitlines() if line.startswith("| nocot"))
+    assert "–" in nocot_row
+    assert SCALE_CAVEAT in theirs
+    assert "GPT-2 (124M)" in theirs and "42.9% ± 0.2" in theirs and "34.1% ± 1.5" in theirs
+
+
+def test_markdown_states_n_per_cell_when_methods_disagree(tmp_path):
+    s = collect(make_eval(tmp_path, {"cot": {"gsm": metric(0.9, 20.0, n=500)},
+                                     "nocot": {"gsm": metric(0.3, 2.0, n=100)}}))
+    md = results_markdown(s, [])
+    assert "90.0% / 20.0 (n=500)" in md and "30.0% / 2.0 (n=100)" in md
+    assert "(no published numbers given)" in md
+
+
+def test_plot_writes_a_png(eval_dir, tmp_path):
+    out = tmp_path / "plots" / "results.png"
+    plot(collect(eval_dir), out)
+    data = out.read_bytes()
+    assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("content, complaint", [
+    ("{not json", "broken JSON"),
+    ("[]", "non-empty object"),
+    (json.dumps({"gsm": {"accuracy": 0.5, "n": 10}}), "missing 'tokens'"),
+    (json.dumps({"gsm": metric(93.4, 25.0)}), "'accuracy' must be a number in [0, 1]"),
+    (json.dumps({"gsm": metric(0.5, -1.0)}), "'tokens'"),
+    (json.dumps({"gsm": metric(0.5, 2.0, n=0)}), "'n' must be a positive integer"),
+    (json.dumps({"gsm": metric(0.5, 2.0, n=1.5)}), "'n' must be a positive integer"),
+])
+def test_malformed_metrics_file_is_named(tmp_path, content, complaint):
+    eval_dir = make_eval(tmp_path, {"cot": {"gsm": metric(0.9, 20.0)}, "coconut": content})
+    with pytest.raises(ReportError) as e:
+        collect(eval_dir)
+    assert str(eval_dir / "coconut" / "metrics.json") in str(e.value)
+    assert complaint in str(e.value)
+
+
+def test_empty_eval_dir_is_an_error(tmp_path):
+    with pytest.raises(ReportError, match="no <method>/metrics.json"):
+        collect(tmp_path)
+
+
+def test_published_file_has_the_coconut_gsm8k_rows():
+    rows = {(r["method"], r["test_set"]): r for r in load_published(PUBLISHED)
+            if r["paper"].startswith("Hao et al. 2024")}
+    expected = {"cot": (42.9, 25.0), "nocot": (16.5, 2.2), "coconut": (34.1, 8.2),
+                "icot": (30.0, 2.2), "pause_token": (16.4, 2.2), "no_curriculum": (14.4, 8.2),
+                "no_thought": (21.6, 2.3), "pause_as_thought": (24.1, 2.2)}
+    assert {m: (rows[m, "gsm"]["accuracy"], rows[m, "gsm"]["tokens"]) for m in expected} == expected
+    assert all(r["model"] == "GPT-2 (124M)" and r["table"] == "Table 1" for r in rows.values())
+
+
+def test_malformed_published_file_is_named(tmp_path):
+    bad = tmp_path / "published.yaml"
+    bad.write_text("- paper: x\n  accuracy: 42.9\n")
+    with pytest.raises(ReportError, match=f"{bad}: entry 0 is missing"):
+        load_published(bad)
+
+
+def test_cli_writes_all_three_outputs(eval_dir, tmp_path, capsys):
+    out = tmp_path / "reports"
+    main(["--eval-dir", str(eval_dir), "--published", str(PUBLISHED), "--out-dir", str(out)])
+    assert json.loads((out / "metrics.json").read_text())["cot"]["gsm"]["accuracy"] == 0.934
+    assert "93.4% / 25.1" in (out / "results.md").read_text()
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert "4 methods" in capsys.readouterr().out
+
+
+def test_cli_bad_input_exits_with_the_file_name(tmp_path):
+    eval_dir = make_eval(tmp_path, {"cot": "{oops"})
+    with pytest.raises(SystemExit) as e:
+        main(["--eval-dir", str(eval_dir), "--published", str(PUBLISHED), "--out-dir", str(tmp_path / "r")])
+    assert "cot/metrics.json" in str(e.value.code)
