@@ -81,15 +81,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = 1000
-    batch_size: int = 128
+    max_steps: int = 1600
+    batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0
     bf16: bool = False
-    eval_every: int = 250  # validation accuracy (greedy generation) every N steps
+    eval_every: int = 400  # validation accuracy (greedy generation) every N steps
     eval_size: int = 300
     log_every: int = 10
 

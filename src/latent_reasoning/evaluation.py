@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import re
 import time
 
 from .formats import encode_prompt
 from .generation import generate
-from .schema import Example
-
-_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+from .schema import Example, same_answer
 
 
 def extract_answer(text: str) -> str | None:
@@ -21,19 +17,8 @@ def extract_answer(text: str) -> str | None:
     return answer or None
 
 
-def parse_number(text: str) -> float | None:
-    text = text.strip().replace(",", "")
-    return float(text) if _NUMBER.match(text) else None
-
-
 def answers_match(predicted: str | None, gold: str) -> bool:
-    """Numeric comparison when both parse as numbers (so "5.0" == "5"), else exact text."""
-    if predicted is None:
-        return False
-    p, g = parse_number(predicted), parse_number(gold)
-    if p is not None and g is not None:
-        return math.isclose(p, g, rel_tol=0, abs_tol=1e-6)
-    return predicted.strip() == gold.strip().replace(",", "")
+    return predicted is not None and same_answer(predicted, gold)
 
 
 def evaluate(model, tokenizer, examples: list[Example], *, batch_size: int, max_new_tokens: int,

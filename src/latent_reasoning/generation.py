@@ -1,12 +1,22 @@
-"""Batched generation with a KV cache, for any Hugging Face causal LM.
+"""Batched generation with a KV cache, with or without continuous thoughts, for any
+Hugging Face causal LM.
 
 Prompts of different lengths are left-padded so every row's next token sits in the last
 column; position ids count only real tokens, so a padded row computes exactly what it
 would alone. One forward over the prompts fills the cache, then one single-position
-forward per new token. Rows stop at eos independently; the loop ends when all have.
+forward per continuous thought and per new token. Rows stop at eos independently; the
+loop ends when all have.
+
+Continuous thoughts (Coconut): a prompt ending in <bot> is followed by `n_latents[i]`
+thought positions, whose input embedding is `thought_fn(h)` of the last-layer hidden
+state h at the position before, then <eot>, then ordinary tokens. A row that needs fewer
+thoughts than the batch's maximum idles on masked padding (attention mask 0, position
+not advanced), which it cannot see, so its result is the same as alone.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
@@ -22,33 +32,91 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
     return input_ids, attention_mask
 
 
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # new tokens per row, eos not included
+    thoughts: list[torch.Tensor]  # per row: (n_latents[i], hidden) the hidden states fed back
+
+
+class _Stepper:
+    """One row-batch's KV cache, attention mask and next positions, advanced one column
+    at a time (a token or an embedding per row, or masked padding for idle rows)."""
+
+    def __init__(self, model, input_ids, attention_mask):
+        self.model = model
+        self.mask = attention_mask
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        self.out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                         past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1,
+                         output_hidden_states=True)
+        self.next_position = positions[:, -1:] + 1
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        return self.out.hidden_states[-1][:, -1]
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.out.logits[:, -1]
+
+    def step(self, embeds: torch.Tensor, active: torch.Tensor):
+        """Feed one column: `embeds` (B, H) where `active`, masked padding elsewhere."""
+        self.mask = torch.cat([self.mask, active.long()[:, None]], dim=1)
+        self.out = self.model(inputs_embeds=embeds[:, None], attention_mask=self.mask,
+                              position_ids=self.next_position, past_key_values=self.out.past_key_values,
+                              use_cache=True, output_hidden_states=True)
+        self.next_position = self.next_position + active.long()[:, None]
+
+
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: int, pad_id: int,
-             temperature: float = 0.0, rng: torch.Generator | None = None) -> list[list[int]]:
-    """New tokens per prompt (eos not included), greedy when temperature == 0."""
+             n_latents: list[int] | None = None, eot_id: int | None = None, thought_fn=None,
+             temperature: float = 0.0, rng: torch.Generator | None = None,
+             return_thoughts: bool = False):
+    """New tokens per prompt (eos not included), greedy when temperature == 0.
+
+    With `n_latents`, each prompt (ending in <bot>) is followed by that many continuous
+    thoughts and then `eot_id`. `thought_fn` maps the hidden state to the next input
+    embedding (identity for Coconut). With `return_thoughts`, returns a Generation with
+    the thought vectors too."""
     device = next(model.parameters()).device
+    embed = model.get_input_embeddings()
     input_ids, attention_mask = left_pad(prompts, pad_id, device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
-    next_position = position_ids[:, -1:] + 1
-    finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    state = _Stepper(model, input_ids, attention_mask)
+    batch = len(prompts)
+    thoughts = [[] for _ in prompts]
+
+    if n_latents is not None:  # <bot> thoughts <eot>, even when no row has a thought
+        if eot_id is None:
+            raise ValueError("generate: n_latents needs eot_id")
+        counts = torch.tensor(n_latents, device=device)
+        pad_embed = embed(torch.full((batch,), pad_id, device=device))
+        for k in range(int(counts.max())):
+            active = counts > k
+            h = state.hidden
+            x = thought_fn(h) if thought_fn is not None else h
+            for i in active.nonzero().flatten().tolist():
+                thoughts[i].append(h[i])
+            state.step(torch.where(active[:, None], x.to(pad_embed.dtype), pad_embed), active)
+        all_rows = torch.ones(batch, dtype=torch.bool, device=device)
+        state.step(embed(torch.full((batch,), eot_id, device=device)), all_rows)
+
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
     new_tokens = []
-    for _ in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
+    for t in range(max_new_tokens):
+        logits = state.logits.float()
         if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            token = torch.multinomial(probs, 1, generator=rng).squeeze(1)
+            token = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=rng).squeeze(1)
         else:
             token = logits.argmax(-1)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         new_tokens.append(token)
         finished |= token == eos_id
-        if finished.all():
+        if finished.all() or t + 1 == max_new_tokens:
             break
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(prompts), 1))], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_position,
-                    past_key_values=out.past_key_values, use_cache=True)
-        next_position = next_position + 1
+        state.step(embed(token), torch.ones(batch, dtype=torch.bool, device=device))
     rows = torch.stack(new_tokens, dim=1).tolist() if new_tokens else [[] for _ in prompts]
-    return [row[: row.index(eos_id)] if eos_id in row else row for row in rows]
+    tokens = [row[: row.index(eos_id)] if eos_id in row else row for row in rows]
+    if not return_thoughts:
+        return tokens
+    return Generation(tokens, [torch.stack(t) if t else torch.empty(0) for t in thoughts])

@@ -30,17 +30,15 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
-from .schema import DataError, Example, step_result, validate_row
+from .schema import DataError, Example, same_answer, step_result, validate_row
 
 FORMATS = ("auto", "icot", "gsm8k", "json", "hub")
 FILE_EXTENSIONS = (".txt", ".json", ".jsonl")
 
 # one <<...>> chunk; whether it is a proper formula is schema.STEP_RE's call (validate_row)
 _FORMULA_RE = re.compile(r"<<[^<>]*>>")
-_NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 @dataclass
@@ -108,17 +106,9 @@ def dataset_stats(examples: list[Example]) -> dict:
         "mean_question_words": sum(len(ex.question.split()) for ex in examples) / n if n else 0.0,
         "no_steps": n_steps.get(0, 0),
         "last_step_mismatch": sum(
-            1 for ex in examples if ex.steps and not same_value(step_result(ex.steps[-1]), ex.answer)
+            1 for ex in examples if ex.steps and not same_answer(step_result(ex.steps[-1]), ex.answer)
         ),
     }
-
-
-def same_value(a: str, b: str) -> bool:
-    """Equal as numbers when both are numbers once commas are removed, else as strings."""
-    a_num, b_num = a.replace(",", "").strip(), b.replace(",", "").strip()
-    if _NUMBER_RE.fullmatch(a_num) and _NUMBER_RE.fullmatch(b_num):
-        return Decimal(a_num) == Decimal(b_num)
-    return a.strip() == b.strip()
 
 
 # ---------------------------------------------------------------- choosing a format

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 # one formula: "<<" expression "=" result ">>", nothing else around it
@@ -37,6 +38,24 @@ class Example:
         if self.meta:
             row["meta"] = self.meta
         return row
+
+
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def parse_number(text: str) -> Decimal | None:
+    """The exact value of a plain number ("1,000", "-3", ".5", "1e3"), else None."""
+    text = text.replace(",", "").strip()
+    return Decimal(text) if _NUMBER_RE.fullmatch(text) else None
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Equal as numbers when both parse as numbers (commas removed, so "5.0" == "5"), else
+    as stripped text with commas removed."""
+    x, y = parse_number(a), parse_number(b)
+    if x is not None and y is not None:
+        return x == y
+    return a.replace(",", "").strip() == b.replace(",", "").strip()
 
 
 def step_result(step: str) -> str:

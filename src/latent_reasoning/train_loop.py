@@ -32,15 +32,25 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def batches(examples: list, batch_size: int, seed: int):
-    """Endless shuffled batches, a fresh permutation every epoch (deterministic)."""
+def batches(examples: list, batch_size: int, seed: int, length: Callable | None = None, window: int = 32):
+    """Endless shuffled batches, a fresh permutation every epoch (deterministic).
+
+    With `length`, examples are sorted by length within windows of `window` batches
+    before cutting, and the batches shuffled: rows of a batch have similar lengths,
+    so less compute goes to padding, while every batch is still a random draw."""
     rng = random.Random(seed)
     order = list(range(len(examples)))
     while True:
         rng.shuffle(order)
+        if length is not None:
+            span = batch_size * window
+            order = [j for w in range(0, len(order), span)
+                     for j in sorted(order[w: w + span], key=lambda j: length(examples[j]))]
         # drop the ragged last batch (a data set smaller than a batch is one batch)
-        for i in range(0, max(1, len(order) - batch_size + 1), batch_size):
-            yield [examples[j] for j in order[i: i + batch_size]]
+        epoch = [order[i: i + batch_size] for i in range(0, max(1, len(order) - batch_size + 1), batch_size)]
+        rng.shuffle(epoch)
+        for batch in epoch:
+            yield [examples[j] for j in batch]
 
 
 def default_loss(model, batch):
@@ -50,7 +60,7 @@ def default_loss(model, batch):
 def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable,
           out_dir: str | Path, live_dir: str | Path, seed: int = 0,
           loss_fn: Callable = default_loss, validate: Callable | None = None,
-          save: Callable | None = None) -> dict:
+          save: Callable | None = None, length: Callable | None = None) -> dict:
     """Train `model` in place; the best (by validation accuracy) checkpoint is saved to
     `out_dir` via `save(model, out_dir)` (default: save_pretrained). Returns a summary."""
     out_dir = Path(out_dir)
@@ -68,7 +78,7 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
     best_acc, best_step, history = -1.0, -1, []
     started = time.time()
-    data = batches(train_examples, cfg.batch_size, seed)
+    data = batches(train_examples, cfg.batch_size, seed, length)
     bar = tqdm(range(cfg.max_steps), desc="train", mininterval=5, disable=not accelerator.is_main_process)
     for step in bar:
         for group in optimizer.param_groups:

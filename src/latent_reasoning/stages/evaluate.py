@@ -43,6 +43,14 @@ def main():
             examples = examples[: params.evaluate.limit]
         metrics, predictions = evaluate(model, tokenizer, examples, batch_size=params.evaluate.batch_size,
                                         max_new_tokens=params.evaluate.max_new_tokens)
+        # svamp / gsm_hard rows say how they were varied: accuracy per variation shows which hurts
+        variations = sorted({p["meta"]["variation"] for p in predictions if "variation" in p.get("meta", {})})
+        if len(variations) > 1:
+            metrics["by_variation"] = {
+                v: {"accuracy": sum(p["correct"] for p in rows) / len(rows), "n": len(rows)}
+                for v in variations
+                for rows in [[p for p in predictions if p.get("meta", {}).get("variation") == v]]
+            }
         results[name] = metrics
         with (out / "predictions" / f"{name}.jsonl").open("w") as f:
             for p in predictions:

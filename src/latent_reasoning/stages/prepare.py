@@ -20,8 +20,9 @@ def load_files(data) -> tuple[dict, dict]:
     for split, source in data.files.items():
         if split not in ("train", "valid") and not split.startswith("test_"):
             raise ValueError(f"data.files.{split}: split names are train, valid and test_<name>")
-        result = load_examples(source, fmt=data.format, skip_invalid=data.skip_invalid,
-                               split=split.removeprefix("test_") if data.format == "hub" else None)
+        # a hub dataset's splits are named train / valid / test (as GSM8k-Aug's copies are)
+        hub_split = "test" if split.startswith("test_") else split
+        result = load_examples(source, fmt=data.format, skip_invalid=data.skip_invalid, split=hub_split)
         splits[split] = result.examples
         if result.skipped:
             skipped[split] = [{"where": w, "reason": r} for w, r in result.skipped]

@@ -49,7 +49,8 @@ def main():
         tokenizer.save_pretrained(directory)
 
     summary = train(model, encoded, cfg, make_batch=lambda seqs: collate(seqs, tokenizer.pad_token_id),
-                    out_dir=out, live_dir=live_dir, seed=params.base.seed, validate=validate, save=save)
+                    out_dir=out, live_dir=live_dir, seed=params.base.seed, validate=validate, save=save,
+                    length=lambda seq: len(seq[0]))
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))
 

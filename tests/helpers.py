@@ -1,0 +1,42 @@
+"""Shared helpers for the tests: tiny params files and running stage mains in-process."""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+TINY = {
+    "base": {"seed": 0, "threads": 1},
+    "data": {"train_size": 400, "valid_size": 16, "test_size": 16},
+    "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128},
+    "train": {"max_steps": 6, "batch_size": 16, "lr": 0.003, "warmup_steps": 2, "eval_every": 3,
+              "eval_size": 16, "log_every": 1},
+    "evaluate": {"batch_size": 16, "max_new_tokens": 40},
+}
+
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def write_params(path: Path, **overrides) -> Path:
+    """The repo's params.yaml made tiny (TINY), then `overrides` per section."""
+    params = merge(yaml.safe_load(REPO_PARAMS.read_text()), TINY)
+    params = merge(params, overrides)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run_stage(monkeypatch, module, *argv):
+    """Run a stage's main() as `python -m latent_reasoning.stages.<module> argv...`."""
+    import importlib
+
+    mod = importlib.import_module(f"latent_reasoning.stages.{module}")
+    monkeypatch.setattr(sys, "argv", [module, *map(str, argv)])
+    mod.main()

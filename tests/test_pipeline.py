@@ -1,0 +1,60 @@
+"""`dvc repro` of the whole pipeline on tiny params in a temp git+DVC repo, then a
+`dvc exp run -S` on a training param and `dvc metrics diff`."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import write_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sh(*cmd, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc not installed")
+def test_dvc_repro_then_exp_run(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (repo / "data").mkdir()
+    shutil.copy(ROOT / "data" / "published_results.yaml", repo / "data")
+    write_params(repo / "params.yaml")
+    sh("git", "init", "-q", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    sh("dvc", "config", "core.analytics", "false", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "pipeline", cwd=repo)  # as a clone is (DVCLive needs a commit)
+    sh("dvc", "repro", cwd=repo)
+
+    summary = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert set(summary) == {"cot", "nocot"}
+    for method, sets in summary.items():
+        assert set(sets) == {"gsm", "gsm_hard", "svamp", "multiarith", "longer"}
+        for m in sets.values():
+            assert m["n"] == 16 and 0 <= m["accuracy"] <= 1 and m["tokens"] >= 0
+    assert "cot" in (repo / "reports" / "results.md").read_text()
+    assert (repo / "reports" / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert (repo / "dvc.lock").exists()
+    # an up-to-date pipeline reruns nothing
+    assert "didn't change" in sh("dvc", "repro", cwd=repo) or "up to date" in sh("dvc", "status", cwd=repo)
+
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "baseline", cwd=repo)
+    sh("dvc", "exp", "run", "-S", "train.max_steps=3", cwd=repo)
+    diff = sh("dvc", "metrics", "diff", "--json", cwd=repo)
+    changed = json.loads(diff)
+    # the training summary of both methods records the new step count
+    assert any("best_step" in key or "final_loss" in key
+               for metrics in changed.values() for key in metrics), diff

@@ -1,0 +1,67 @@
+"""The pretrained-model path (model.name_or_path) through the same stages, on tiny
+Llama and Qwen2 models saved to a temp dir with a tokenizer of their own."""
+
+import json
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from latent_reasoning.modeling import load_checkpoint, load_pretrained
+from latent_reasoning.tokenizer import LATENT_TOKENS, load_tokenizer
+
+from helpers import run_stage, write_params
+
+
+def own_tokenizer():
+    """A stand-in for a pretrained model's tokenizer: byte-free word level, an eos and a bos,
+    no pad and none of our special tokens (as GPT-2 / Llama ship)."""
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")  # one token per character
+    from tokenizers import decoders
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def save_tiny(kind, path):
+    tok = own_tokenizer()
+    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  bos_token_id=0, eos_token_id=1)
+    model = LlamaForCausalLM(LlamaConfig(**common)) if kind == "llama" else Qwen2ForCausalLM(Qwen2Config(**common))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return len(tok)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_pretrained_model_through_the_stages(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base_vocab = save_tiny(kind, tmp_path / "base")
+    params = write_params(tmp_path / "params.yaml", model={"name_or_path": str(tmp_path / "base")},
+                          evaluate={"batch_size": 16, "max_new_tokens": 8})
+    run_stage(monkeypatch, "prepare", "--params", params)
+    run_stage(monkeypatch, "tokenizer", "--params", params)
+    tok = load_tokenizer("models/tokenizer")
+    assert len(tok) == base_vocab + len(LATENT_TOKENS) + 1  # + pad
+    run_stage(monkeypatch, "train", "--params", params, "--method", "cot")
+    model = load_checkpoint("models/cot")
+    assert type(model).__name__.lower().startswith(kind)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    run_stage(monkeypatch, "evaluate", "--params", params, "--method", "cot")
+    metrics = json.loads((tmp_path / "reports/eval/cot/metrics.json").read_text())
+    assert set(metrics) == {"gsm", "gsm_hard", "svamp", "multiarith", "longer"}
+    assert all(m["n"] == 16 and 0 <= m["accuracy"] <= 1 for m in metrics.values())
+
+
+def test_hub_id_without_network_is_a_clear_error():
+    with pytest.raises(OSError, match="local directory"):
+        load_pretrained("some-org/not-a-local-model")
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run its training stage"):
+        load_checkpoint(tmp_path / "models" / "cot")
