@@ -1,0 +1,106 @@
+"""The training forward with continuous thoughts, shared by every latent method.
+
+A training row is laid out as
+
+    [left pad] question <bot> | <latent> x n_i  [pad x (n_max - n_i)] | <eot> rest [right pad]
+               prefix (ends at column P)   latent slots P+1 .. P+n_max    suffix
+
+with <bot> in the same column P for every row (questions are left-padded), so that the
+k-th thought of every row sits in the same column and one batched single-position
+forward computes it for all rows. The sequence is computed in n_max + 2 passes that share
+one KV cache: the prefix; one pass per latent slot, whose input embedding is
+`thought_fn(h)` of the last-layer hidden state h of the column before (masked padding
+for rows with fewer thoughts); the suffix. Gradients flow through every thought, as in
+the paper (full backprop through the chain). Position ids count only real tokens, so
+padding anywhere is invisible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from .formats import IGNORE
+
+
+@dataclass
+class LatentBatch:
+    input_ids: torch.Tensor  # (B, T), <latent> in latent slots that hold a thought
+    attention_mask: torch.Tensor  # (B, T), 0 on every pad (left, in-slot, right)
+    labels: torch.Tensor  # (B, T), IGNORE where there is no loss
+    bot_column: int  # P: every row's <bot>
+    n_latents: torch.Tensor  # (B,) thoughts per row; slots P+1 .. P+n_max
+
+    def to(self, device):
+        return LatentBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
+                           self.bot_column, self.n_latents.to(device))
+
+
+def layout(prefixes: list[list[int]], n_latents: list[int], suffixes: list[list[int]],
+           suffix_labels: list[list[int]], latent_id: int, pad_id: int) -> LatentBatch:
+    """Build a LatentBatch from per-row prefix tokens (ending in <bot>), thought counts and
+    suffix tokens with their labels (the suffix usually starts with <eot>)."""
+    P = max(len(p) for p in prefixes) - 1
+    n_max = max(n_latents)
+    width = P + 1 + n_max + max(len(s) for s in suffixes)
+    B = len(prefixes)
+    input_ids = torch.full((B, width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((B, width), dtype=torch.long)
+    labels = torch.full((B, width), IGNORE, dtype=torch.long)
+    for i, (prefix, n, suffix, lab) in enumerate(zip(prefixes, n_latents, suffixes, suffix_labels)):
+        input_ids[i, P + 1 - len(prefix): P + 1] = torch.tensor(prefix)
+        attention_mask[i, P + 1 - len(prefix): P + 1] = 1
+        input_ids[i, P + 1: P + 1 + n] = latent_id
+        attention_mask[i, P + 1: P + 1 + n] = 1
+        start = P + 1 + n_max
+        input_ids[i, start: start + len(suffix)] = torch.tensor(suffix)
+        attention_mask[i, start: start + len(suffix)] = 1
+        labels[i, start: start + len(lab)] = torch.tensor(lab)
+    return LatentBatch(input_ids, attention_mask, labels, P, torch.tensor(n_latents))
+
+
+@dataclass
+class LatentOutput:
+    loss: torch.Tensor
+    logits: torch.Tensor  # (B, T_suffix, V): logits of the last latent column and the suffix
+    thoughts: torch.Tensor  # (B, n_max, H): the hidden states fed back (zeros where no thought)
+
+
+def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
+    """Loss of a LatentBatch, computed with the thoughts fed back (KV-cached passes)."""
+    embed = model.get_input_embeddings()
+    ids, mask = batch.input_ids, batch.attention_mask
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    P, n_max = batch.bot_column, int(batch.n_latents.max())
+    cache = DynamicCache()
+
+    def run(cols: slice, embeds):
+        return model(inputs_embeds=embeds, attention_mask=mask[:, : cols.stop], position_ids=positions[:, cols],
+                     past_key_values=cache, use_cache=True, output_hidden_states=True)
+
+    out = run(slice(0, P + 1), embed(ids[:, : P + 1]))
+    h = out.hidden_states[-1][:, -1]
+    last_logits = out.logits[:, -1:]
+    thoughts = []
+    for k in range(n_max):
+        col = P + 1 + k
+        active = (batch.n_latents > k)[:, None]
+        x = thought_fn(h) if thought_fn is not None else h
+        x = torch.where(active, x, embed(ids[:, col]))
+        thoughts.append(torch.where(active, h, torch.zeros_like(h)))
+        out = run(slice(col, col + 1), x[:, None])
+        # a row past its last thought keeps its last hidden state (it is masked out anyway)
+        h = torch.where(active, out.hidden_states[-1][:, -1], h)
+        last_logits = torch.where(active[:, :, None], out.logits, last_logits)
+    suffix_start = P + 1 + n_max
+    out = run(slice(suffix_start, ids.shape[1]), embed(ids[:, suffix_start:]))
+    # logits at column c predict the token at c+1: the suffix's first token is predicted
+    # by each row's last real column (its last thought, or <bot>)
+    logits = torch.cat([last_logits, out.logits[:, :-1]], dim=1)
+    labels = batch.labels[:, suffix_start:]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+    thoughts = torch.stack(thoughts, dim=1) if thoughts else h.new_zeros((h.shape[0], 0, h.shape[1]))
+    return LatentOutput(loss, logits, thoughts)
