@@ -39,7 +39,8 @@ def test_dvc_repro_then_exp_run(tmp_path):
     sh("dvc", "repro", cwd=repo)
 
     summary = json.loads((repo / "reports" / "metrics.json").read_text())
-    assert set(summary) == {"cot", "nocot"}
+    assert set(summary) == {"cot", "nocot", "coconut", "no_curriculum", "no_thought", "pause_as_thought",
+                            "pause_token"}
     for method, sets in summary.items():
         assert set(sets) == {"gsm", "gsm_hard", "svamp", "multiarith", "longer"}
         for m in sets.values():

@@ -55,6 +55,12 @@ def test_pretrained_model_through_the_stages(kind, tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "reports/eval/cot/metrics.json").read_text())
     assert set(metrics) == {"gsm", "gsm_hard", "svamp", "multiarith", "longer"}
     assert all(m["n"] == 16 and 0 <= m["accuracy"] <= 1 for m in metrics.values())
+    # Coconut from that CoT model, through the shared latent core
+    run_stage(monkeypatch, "coconut", "--params", params, "--variant", "coconut")
+    run_stage(monkeypatch, "evaluate", "--params", params, "--method", "coconut")
+    metrics = json.loads((tmp_path / "reports/eval/coconut/metrics.json").read_text())
+    # tokens = 6 thoughts + at least nothing generated
+    assert all(m["n"] == 16 and m["tokens"] >= 6 for m in metrics.values())
 
 
 def test_hub_id_without_network_is_a_clear_error():

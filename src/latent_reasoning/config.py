@@ -14,10 +14,12 @@ from pathlib import Path
 
 import yaml
 
+from .coconut import VARIANTS as COCONUT_VARIANTS, CoconutConfig
 from .generator import GeneratorConfig
 
-# every method the pipeline knows; later methods add themselves here
-METHODS = ("cot", "nocot")
+# every method the pipeline knows: the SFT baselines (train stage), Coconut and its ablations
+SFT_METHODS = ("cot", "nocot")
+METHODS = SFT_METHODS + COCONUT_VARIANTS
 TEST_SETS = ("gsm", "gsm_hard", "svamp", "multiarith", "longer")
 
 
@@ -156,14 +158,20 @@ class Params:
     train: TrainConfig
     train_overrides: dict  # method -> {train key: value}
     evaluate: EvaluateConfig
+    coconut: CoconutConfig
 
     def train_for(self, method: str) -> TrainConfig:
-        """The train section with the method's overrides applied."""
-        if method not in METHODS:
-            raise ConfigError(f"unknown method {method!r}; known: {list(METHODS)}")
+        """The train section with the method's overrides applied (SFT methods)."""
+        if method not in SFT_METHODS:
+            raise ConfigError(f"train: {method!r} is not trained by the train stage; it trains {list(SFT_METHODS)}")
         overrides = self.train_overrides.get(method) or {}
         merged = {**dataclasses.asdict(self.train), **overrides}
         return from_dict(TrainConfig, merged, f"train.overrides.{method}")
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; known: {list(METHODS)}")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -171,15 +179,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise ConfigError(f"no params file at {path}")
     raw = yaml.safe_load(path.read_text()) or {}
-    known = {"base", "data", "model", "train", "evaluate"}
+    known = {"base", "data", "model", "train", "evaluate", "coconut"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
     train_raw = dict(raw.get("train") or {})
     overrides = train_raw.pop("overrides", None) or {}
     for method in overrides:
-        if method not in METHODS:
-            raise ConfigError(f"{path}: train.overrides.{method}: unknown method; known: {list(METHODS)}")
+        if method not in SFT_METHODS:
+            raise ConfigError(f"{path}: train.overrides.{method}: unknown method; known: {list(SFT_METHODS)}")
     params = Params(
         base=from_dict(BaseConfig, raw.get("base"), "base"),
         data=from_dict(DataConfig, raw.get("data"), "data"),
@@ -187,6 +195,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         train=from_dict(TrainConfig, train_raw, "train"),
         train_overrides=overrides,
         evaluate=from_dict(EvaluateConfig, raw.get("evaluate"), "evaluate"),
+        coconut=from_dict(CoconutConfig, raw.get("coconut"), "coconut"),
     )
     for method in overrides:
         params.train_for(method)  # validate the merged sections now, not at stage time

@@ -7,6 +7,7 @@ import time
 from .formats import encode_prompt
 from .generation import generate
 from .schema import Example, same_answer
+from .tokenizer import EOT
 
 
 def extract_answer(text: str) -> str | None:
@@ -22,11 +23,13 @@ def answers_match(predicted: str | None, gold: str) -> bool:
 
 
 def evaluate(model, tokenizer, examples: list[Example], *, batch_size: int, max_new_tokens: int,
-             prompt_fn=encode_prompt) -> tuple[dict, list[dict]]:
+             prompt_fn=encode_prompt, n_latents: int | None = None) -> tuple[dict, list[dict]]:
     """Greedy answers for every example. Returns (metrics, predictions).
 
-    tokens counts every token generated after the question (eos excluded), as the Coconut
-    paper counts them."""
+    With `n_latents`, each prompt (ending in <bot>) gets that many continuous thoughts,
+    then <eot>, before the answer. `tokens` counts what the model produces after the
+    question: continuous thoughts plus generated tokens (eos excluded), as the Coconut
+    paper counts them; prompt tokens such as <pause> are not counted."""
     model.eval()
     predictions = []
     started = time.time()
@@ -36,13 +39,16 @@ def evaluate(model, tokenizer, examples: list[Example], *, batch_size: int, max_
         chunk = [examples[i] for i in order[start: start + batch_size]]
         prompts = [prompt_fn(tokenizer, ex) for ex in chunk]
         outputs = generate(model, prompts, max_new_tokens=max_new_tokens,
-                           eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+                           eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                           n_latents=None if n_latents is None else [n_latents] * len(prompts),
+                           eot_id=tokenizer.convert_tokens_to_ids(EOT))
         for i, ex, new in zip(order[start: start + batch_size], chunk, outputs):
             text = tokenizer.decode(new, skip_special_tokens=False)
             predicted = extract_answer(text)
             predictions.append({
                 "index": i, "question": ex.question, "gold": ex.answer, "predicted": predicted,
-                "correct": answers_match(predicted, ex.answer), "tokens": len(new), "output": text,
+                "correct": answers_match(predicted, ex.answer), "tokens": len(new) + (n_latents or 0),
+                "output": text,
                 **({"meta": ex.meta} if ex.meta else {}),
             })
     seconds = time.time() - started

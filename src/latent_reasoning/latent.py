@@ -77,9 +77,12 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
     P, n_max = batch.bot_column, int(batch.n_latents.max())
     cache = DynamicCache()
 
-    def run(cols: slice, embeds):
+    def run(cols: slice, embeds, all_logits=False):
+        # only the last column's logits are needed before the suffix (the LM head over the
+        # whole question would cost as much as a layer)
         return model(inputs_embeds=embeds, attention_mask=mask[:, : cols.stop], position_ids=positions[:, cols],
-                     past_key_values=cache, use_cache=True, output_hidden_states=True)
+                     past_key_values=cache, use_cache=True, output_hidden_states=True,
+                     logits_to_keep=0 if all_logits else 1)
 
     out = run(slice(0, P + 1), embed(ids[:, : P + 1]))
     h = out.hidden_states[-1][:, -1]
@@ -96,7 +99,7 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
         h = torch.where(active, out.hidden_states[-1][:, -1], h)
         last_logits = torch.where(active[:, :, None], out.logits, last_logits)
     suffix_start = P + 1 + n_max
-    out = run(slice(suffix_start, ids.shape[1]), embed(ids[:, suffix_start:]))
+    out = run(slice(suffix_start, ids.shape[1]), embed(ids[:, suffix_start:]), all_logits=True)
     # logits at column c predict the token at c+1: the suffix's first token is predicted
     # by each row's last real column (its last thought, or <bot>)
     logits = torch.cat([last_logits, out.logits[:, :-1]], dim=1)

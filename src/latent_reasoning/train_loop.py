@@ -57,25 +57,39 @@ def default_loss(model, batch):
     return model(**batch).loss
 
 
-def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable,
-          out_dir: str | Path, live_dir: str | Path, seed: int = 0,
-          loss_fn: Callable = default_loss, validate: Callable | None = None,
-          save: Callable | None = None, length: Callable | None = None) -> dict:
-    """Train `model` in place; the best (by validation accuracy) checkpoint is saved to
-    `out_dir` via `save(model, out_dir)` (default: save_pretrained). Returns a summary."""
-    out_dir = Path(out_dir)
-    save = save or (lambda m, d: m.save_pretrained(d))
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+def make_optimizer(model, cfg: TrainConfig):
+    """AdamW; no weight decay on biases and norms."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95),
     )
+
+
+def open_live(live_dir: str | Path) -> Live:
+    # dvc.yaml owns the metrics/plots declarations (DVCLive must not rewrite it)
+    return Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable,
+          out_dir: str | Path, live_dir: str | Path | None = None, live: Live | None = None, seed: int = 0,
+          loss_fn: Callable = default_loss, validate: Callable | None = None,
+          save: Callable | None = None, length: Callable | None = None, optimizer=None) -> dict:
+    """Train `model` in place; the best (by validation accuracy) checkpoint is saved to
+    `out_dir` via `save(model, out_dir)` (default: save_pretrained). Returns a summary.
+
+    A multi-stage method calls this once per stage, passing its own `live` (kept open)
+    and, to keep the optimizer's state across stages, its `optimizer`."""
+    out_dir = Path(out_dir)
+    save = save or (lambda m, d: m.save_pretrained(d))
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    optimizer = optimizer or make_optimizer(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     torch.manual_seed(seed)
 
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    owns_live = live is None
+    live = live or open_live(live_dir)
     best_acc, best_step, history = -1.0, -1, []
     started = time.time()
     data = batches(train_examples, cfg.batch_size, seed, length)
@@ -83,7 +97,9 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        batch = {k: v.to(accelerator.device) for k, v in make_batch(next(data)).items()}
+        batch = make_batch(next(data))
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()} if isinstance(batch, dict) \
+            else batch.to(accelerator.device)
         model.train()
         with accelerator.autocast():
             loss = loss_fn(model, batch)
@@ -113,7 +129,8 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
         best_step = cfg.max_steps
     summary = {"best_val_accuracy": best_acc, "best_step": best_step, "final_loss": loss.item(),
                "train_minutes": (time.time() - started) / 60}
-    for key, value in summary.items():
-        live.summary[key] = value
-    live.end()
+    if owns_live:
+        for key, value in summary.items():
+            live.summary[key] = value
+        live.end()
     return {**summary, "history": history}

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_params
+from .. import coconut
+from ..config import check_method, load_params
+from ..formats import encode_prompt
 from ..evaluation import evaluate
 from ..modeling import load_checkpoint
 from ..schema import read_jsonl
@@ -24,7 +26,7 @@ def main():
     ap.add_argument("--out", default=None, help="default: reports/eval/<method>")
     args = ap.parse_args()
     params = load_params(args.params)
-    params.train_for(args.method)  # rejects an unknown method by name
+    check_method(args.method)
     torch.set_num_threads(params.base.threads)
     model_dir = Path(args.model or f"models/{args.method}")
     out = Path(args.out or f"reports/eval/{args.method}")
@@ -35,6 +37,12 @@ def main():
     test_files = sorted(Path(args.data).glob("test_*.jsonl"))
     if not test_files:
         raise FileNotFoundError(f"no test_*.jsonl in {args.data}: run the `prepare` stage first")
+    # a Coconut variant is prompted with <bot> (and pauses) and thinks n_latents times
+    prompt_fn, n_latents = encode_prompt, None
+    if args.method in coconut.VARIANTS:
+        cfg = params.coconut
+        prompt_fn = lambda tok, ex: coconut.inference_prompt(tok, ex, args.method, cfg.final_stage, cfg)  # noqa: E731
+        n_latents = coconut.inference_latents(args.method, cfg.final_stage, cfg)
     results = {}
     for path in test_files:
         name = path.stem.removeprefix("test_")
@@ -42,7 +50,8 @@ def main():
         if params.evaluate.limit:
             examples = examples[: params.evaluate.limit]
         metrics, predictions = evaluate(model, tokenizer, examples, batch_size=params.evaluate.batch_size,
-                                        max_new_tokens=params.evaluate.max_new_tokens)
+                                        max_new_tokens=params.evaluate.max_new_tokens,
+                                        prompt_fn=prompt_fn, n_latents=n_latents)
         # svamp / gsm_hard rows say how they were varied: accuracy per variation shows which hurts
         variations = sorted({p["meta"]["variation"] for p in predictions if "variation" in p.get("meta", {})})
         if len(variations) > 1:

@@ -1,0 +1,129 @@
+"""Speed of the shared latent core, measured in one run on the same model and questions.
+
+1. Generation with continuous thoughts: the batched, KV-cached `generate` against a
+   batch-1 loop that recomputes the whole prefix for every thought and every token (how
+   the Coconut reference generates). Fixed work: 6 thoughts and 16 new tokens per
+   question, no early stop.
+2. Training: one Coconut step (latent_forward + backward + AdamW, batch 32, 6 thoughts)
+   against a plain teacher-forced step on the same token sequences.
+
+    python bench/latent_speed.py [--n-layer 4 --n-embd 128] [--questions 64]
+"""
+
+import argparse
+import random
+import time
+
+import torch
+
+from latent_reasoning import coconut
+from latent_reasoning.config import ModelConfig
+from latent_reasoning.formats import prompt_text, target_text
+from latent_reasoning.generation import generate
+from latent_reasoning.generator import GeneratorConfig, SplitSizes, generate_splits
+from latent_reasoning.latent import latent_forward
+from latent_reasoning.modeling import build_model
+from latent_reasoning.tokenizer import BOT, EOT, build_tokenizer
+
+THOUGHTS, NEW_TOKENS = 6, 16
+
+
+@torch.no_grad()
+def reference_generate(model, prompt: list[int], eot_id: int) -> list[int]:
+    """Batch 1, no cache: the whole sequence is recomputed for each thought and token."""
+    embed = model.get_input_embeddings()
+    embeds = embed(torch.tensor([prompt]))
+    for _ in range(THOUGHTS):
+        h = model(inputs_embeds=embeds, output_hidden_states=True).hidden_states[-1][:, -1:]
+        embeds = torch.cat([embeds, h], dim=1)
+    embeds = torch.cat([embeds, embed(torch.tensor([[eot_id]]))], dim=1)
+    tokens = []
+    for _ in range(NEW_TOKENS):
+        token = model(inputs_embeds=embeds).logits[0, -1].argmax().item()
+        tokens.append(token)
+        embeds = torch.cat([embeds, embed(torch.tensor([[token]]))], dim=1)
+    return tokens
+
+
+def timed(fn, repeats=1):
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n-layer", type=int, default=4)
+    ap.add_argument("--n-embd", type=int, default=128)
+    ap.add_argument("--questions", type=int, default=64)
+    ap.add_argument("--reference-questions", type=int, default=16)
+    ap.add_argument("--train-steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    data = generate_splits(0, GeneratorConfig(), SplitSizes(2000, 10, max(args.questions, 32)))
+    tok = build_tokenizer(prompt_text(ex) + target_text(ex, "cot") for ex in data["train"])
+    model = build_model(ModelConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=4), tok).eval()
+    bot, eot = tok.convert_tokens_to_ids(BOT), tok.convert_tokens_to_ids(EOT)
+    questions = data["test_gsm"][: args.questions]
+    prompts = [tok(prompt_text(ex))["input_ids"] + [bot] for ex in questions]
+    print(f"model: GPT-2 {args.n_layer} layers x {args.n_embd}, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {args.threads} threads")
+
+    # --- generation -------------------------------------------------------------------
+    def batched():
+        return generate(model, prompts, max_new_tokens=NEW_TOKENS, eos_id=-1, pad_id=tok.pad_token_id,
+                        n_latents=[THOUGHTS] * len(prompts), eot_id=eot)
+
+    batched()  # warm-up
+    fast = len(prompts) / timed(batched, repeats=3)
+    ref_prompts = prompts[: args.reference_questions]
+    slow = len(ref_prompts) / timed(lambda: [reference_generate(model, p, eot) for p in ref_prompts])
+    # the two must agree (same greedy tokens) for the comparison to mean anything
+    same = batched()[: len(ref_prompts)] == [reference_generate(model, p, eot) for p in ref_prompts]
+    print(f"generation ({THOUGHTS} thoughts + {NEW_TOKENS} tokens per question):")
+    print(f"  batched KV-cached ({len(prompts)} questions/batch): {fast:8.1f} examples/s")
+    print(f"  batch-1 full recompute:                  {slow:8.1f} examples/s  ({1000 / slow:.0f} ms/example)")
+    print(f"  speed-up: {fast / slow:.1f}x   (same outputs: {same})")
+
+    # --- training step ----------------------------------------------------------------
+    cfg = coconut.CoconutConfig()
+    batch_examples = data["train"][:32]
+    rng = random.Random(0)
+    latent_batch = coconut.make_batch(tok, batch_examples, "coconut", cfg.final_stage, cfg, rng)
+    plain = {"input_ids": latent_batch.input_ids, "attention_mask": latent_batch.attention_mask,
+             "labels": latent_batch.labels}
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(loss_fn):
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def plain_step():
+        step(lambda: model(**plain).loss)
+
+    def latent_step():
+        step(lambda: latent_forward(model, latent_batch).loss)
+
+    for fn in (plain_step, latent_step):
+        fn()  # warm-up
+    t_plain, t_latent = [], []
+    for _ in range(args.train_steps):  # interleaved, so drift in machine load hits both alike
+        t_plain.append(timed(plain_step))
+        t_latent.append(timed(latent_step))
+    p, l = sorted(t_plain)[len(t_plain) // 2], sorted(t_latent)[len(t_latent) // 2]
+    print(f"training step (batch 32, {int(latent_batch.n_latents.max())} thoughts, "
+          f"{latent_batch.input_ids.shape[1]} columns), median of {args.train_steps}:")
+    print(f"  plain teacher-forced: {1000 * p:7.1f} ms")
+    print(f"  Coconut (cached passes, full backprop): {1000 * l:7.1f} ms")
+    print(f"  ratio: {l / p:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Coconut (Hao et al. 2024): continuous thoughts trained with a multi-stage curriculum,
+and the paper's ablations, all as one family of training sequences.
+
+At curriculum stage k (1 <= k <= max_latent_stage) the first k reasoning steps of an
+example are replaced by k*c continuous thoughts (c = c_thought); at the final stage
+(k = max_latent_stage + 1) every step is removed and the thoughts stay at
+max_latent_stage*c. A training sequence is
+
+    question \\n <bot> [thoughts] <eot> remaining steps \\n ### answer <eos>
+
+with the loss on the remaining steps and the answer only. The variants:
+
+    coconut           the curriculum, from the CoT-SFT model
+    no_curriculum     only the final stage, from the CoT-SFT model, same number of steps
+    no_thought        the curriculum removes steps but adds no thoughts
+    pause_as_thought  the curriculum, <pause> tokens in place of thoughts (one ordinary
+                      pass, nothing fed back)
+    pause_token       question \\n <bot> <pause> x (max_latent_stage*c) <eot> ### answer,
+                      trained from the base model as No-CoT is
+
+Pause tokens and <bot>/<eot> are inputs, not outputs: they carry no loss.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .formats import IGNORE, prompt_text
+from .latent import LatentBatch, layout
+from .schema import Example
+from .tokenizer import BOT, EOT, LATENT, PAUSE
+
+VARIANTS = ("coconut", "no_curriculum", "no_thought", "pause_as_thought", "pause_token")
+
+
+@dataclass(frozen=True)
+class CoconutConfig:
+    c_thought: int = 2  # continuous thoughts per removed step
+    max_latent_stage: int = 3
+    steps_per_stage: int = 250  # optimizer steps at each stage 1..max_latent_stage
+    final_stage_steps: int = 600  # at the final stage (all steps removed); the paper trains it longest
+    pad_latent_to_max: bool = False  # always max_latent_stage*c thoughts, whatever the stage
+    uniform_prob: float = 0.0  # chance an example is drawn at a random earlier stage
+    reset_optimizer: bool = True  # a fresh optimizer at every stage switch
+    lr: float = 1e-3
+    final_lr: float = 5e-4
+    batch_size: int = 32
+    warmup_steps: int = 20
+    eval_every: int = 125
+    variants: tuple = VARIANTS
+
+    def __post_init__(self):
+        if self.c_thought < 1 or self.max_latent_stage < 1:
+            raise ValueError("coconut: c_thought and max_latent_stage must be >= 1")
+        if not 0 <= self.uniform_prob <= 1:
+            raise ValueError(f"coconut: uniform_prob must be in [0, 1], got {self.uniform_prob}")
+        for name in ("steps_per_stage", "final_stage_steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"coconut: {name} must be >= 1")
+        unknown = set(self.variants) - set(VARIANTS)
+        if unknown:
+            raise ValueError(f"coconut.variants: unknown {sorted(unknown)}; known: {list(VARIANTS)}")
+
+    @property
+    def final_stage(self) -> int:
+        return self.max_latent_stage + 1
+
+    @property
+    def max_thoughts(self) -> int:
+        return self.max_latent_stage * self.c_thought
+
+
+def stages(variant: str, cfg: CoconutConfig) -> list[tuple[int, int]]:
+    """(stage, optimizer steps) in training order."""
+    if variant in ("no_curriculum", "pause_token"):
+        total = cfg.max_latent_stage * cfg.steps_per_stage + cfg.final_stage_steps
+        return [(cfg.final_stage, total)]
+    return [(k, cfg.steps_per_stage) for k in range(1, cfg.max_latent_stage + 1)] + \
+        [(cfg.final_stage, cfg.final_stage_steps)]
+
+
+def n_removed(ex: Example, stage: int, cfg: CoconutConfig) -> int:
+    return len(ex.steps) if stage >= cfg.final_stage else min(stage, len(ex.steps))
+
+
+def n_thoughts(variant: str, ex: Example | None, stage: int, cfg: CoconutConfig) -> int:
+    """Thoughts (or pauses) at this stage. At inference (ex None) the number of steps is
+    unknown, so a stage-k model thinks k*c times."""
+    if variant == "no_thought":
+        return 0
+    if variant == "pause_token" or cfg.pad_latent_to_max or stage >= cfg.final_stage:
+        return cfg.max_thoughts
+    return cfg.c_thought * (min(stage, cfg.max_latent_stage) if ex is None else n_removed(ex, stage, cfg))
+
+
+def uses_latents(variant: str) -> bool:
+    return variant in ("coconut", "no_curriculum")
+
+
+def sequence_parts(tokenizer, ex: Example, variant: str, stage: int, cfg: CoconutConfig):
+    """(prefix ending in <bot>, thoughts, suffix, suffix labels) of one training row."""
+    ids = tokenizer.convert_tokens_to_ids
+    prefix = tokenizer(prompt_text(ex))["input_ids"] + [ids(BOT)]
+    k = n_removed(ex, stage, cfg) if variant != "pause_token" else len(ex.steps)
+    rest = "".join(step + "\n" for step in ex.steps[k:]) + "### " + ex.answer
+    target = tokenizer(rest, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    n = n_thoughts(variant, ex, stage, cfg)
+    if uses_latents(variant):
+        return prefix, n, [ids(EOT)] + target, [IGNORE] + target
+    # pauses (or nothing) as ordinary input tokens: one plain pass, no thoughts
+    inputs = [ids(PAUSE)] * n + [ids(EOT)]
+    return prefix, 0, inputs + target, [IGNORE] * len(inputs) + target
+
+
+def make_batch(tokenizer, examples: list[Example], variant: str, stage: int, cfg: CoconutConfig,
+               rng: random.Random) -> LatentBatch:
+    rows = []
+    for ex in examples:
+        # mixing in earlier stages (uniform_prob) keeps what they taught from being forgotten
+        k = rng.randint(1, stage) if stage > 1 and rng.random() < cfg.uniform_prob else stage
+        rows.append(sequence_parts(tokenizer, ex, variant, k, cfg))
+    prefixes, counts, suffixes, labels = zip(*rows)
+    return layout(list(prefixes), list(counts), list(suffixes), list(labels),
+                  tokenizer.convert_tokens_to_ids(LATENT), tokenizer.pad_token_id)
+
+
+def inference_prompt(tokenizer, ex: Example, variant: str, stage: int, cfg: CoconutConfig) -> list[int]:
+    """The prompt generation starts from: question \\n <bot>, plus for the pause variants
+    their pauses and <eot> (latent variants get thoughts and <eot> from `generate`)."""
+    ids = tokenizer.convert_tokens_to_ids
+    prompt = tokenizer(prompt_text(ex))["input_ids"] + [ids(BOT)]
+    if uses_latents(variant):
+        return prompt
+    return prompt + [ids(PAUSE)] * n_thoughts(variant, None, stage, cfg) + [ids(EOT)]
+
+
+def inference_latents(variant: str, stage: int, cfg: CoconutConfig) -> int | None:
+    return n_thoughts(variant, None, stage, cfg) if uses_latents(variant) else None

@@ -1,0 +1,105 @@
+"""Stage `coconut`: one Coconut variant (coconut, no_curriculum, no_thought,
+pause_as_thought, pause_token) trained stage by stage with the shared training loop and
+the shared latent forward. Starts from the CoT-SFT model (pause_token: from the base
+model, as No-CoT). Validation accuracy is logged per stage; the model kept is the best
+at the final stage."""
+
+import argparse
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from .. import coconut
+from ..config import load_params
+from ..evaluation import evaluate
+from ..latent import latent_forward
+from ..modeling import build_model, load_checkpoint
+from ..schema import read_jsonl
+from ..tokenizer import load_tokenizer
+from ..train_loop import make_optimizer, open_live, train
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--variant", required=True, choices=coconut.VARIANTS)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--cot", default="models/cot", help="the CoT-SFT model to start from")
+    ap.add_argument("--tokenizer", default="models/tokenizer")
+    ap.add_argument("--out", default=None, help="default: models/<variant>")
+    ap.add_argument("--live-dir", default=None, help="default: reports/train/<variant>")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    cfg, variant = params.coconut, args.variant
+    torch.set_num_threads(params.base.threads)
+    out = Path(args.out or f"models/{variant}")
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    if variant == "pause_token":
+        model = build_model(params.model, tokenizer, seed=params.base.seed)
+    else:
+        model = load_checkpoint(args.cot, "the CoT-SFT model (models/cot)")
+        # new special tokens start from a sensible embedding: the one of "<<", the token a
+        # step starts with (the reference meant to do this, but a bug made it a no-op)
+        emb = model.get_input_embeddings().weight
+        with torch.no_grad():
+            # (a pretrained tokenizer may split "<<": take its first piece)
+            start = emb[tokenizer("<<", add_special_tokens=False)["input_ids"][0]].clone()
+            for tok in ("<bot>", "<eot>", "<latent>", "<pause>"):
+                emb[tokenizer.convert_tokens_to_ids(tok)] = start
+    train_examples = read_jsonl(Path(args.data) / "train.jsonl")
+    valid = read_jsonl(Path(args.data) / "valid.jsonl")[: params.train.eval_size]
+    rng = random.Random(params.base.seed)
+    loss_fn = (lambda m, b: latent_forward(m, b).loss)
+    live = open_live(args.live_dir or f"reports/train/{variant}")
+    optimizer, history = None, []
+
+    for stage, steps in coconut.stages(variant, cfg):
+        final = stage == cfg.final_stage
+        stage_cfg = dataclasses.replace(
+            params.train, max_steps=steps, batch_size=cfg.batch_size, lr=cfg.final_lr if final else cfg.lr,
+            warmup_steps=min(cfg.warmup_steps, steps), eval_every=cfg.eval_every)
+        if cfg.reset_optimizer or optimizer is None:
+            optimizer = make_optimizer(model, stage_cfg)
+        print(f"{variant}: stage {stage}{' (final)' if final else ''}, {steps} steps, "
+              f"{coconut.n_thoughts(variant, None, stage, cfg)} thoughts at inference")
+
+        def validate(m, stage=stage):
+            metrics, _ = evaluate(
+                m, tokenizer, valid, batch_size=params.evaluate.batch_size,
+                max_new_tokens=params.evaluate.max_new_tokens,
+                prompt_fn=lambda tok, ex: coconut.inference_prompt(tok, ex, variant, stage, cfg),
+                n_latents=coconut.inference_latents(variant, stage, cfg))
+            live.log_metric("stage", stage)
+            return metrics["accuracy"]
+
+        def save(m, directory, final=final):
+            if final:  # the model evaluated is the best of the final stage
+                m.save_pretrained(directory)
+                tokenizer.save_pretrained(directory)
+
+        summary = train(
+            model, train_examples, stage_cfg, live=live, optimizer=optimizer, out_dir=out,
+            seed=params.base.seed + stage, loss_fn=loss_fn, validate=validate, save=save,
+            make_batch=lambda exs, stage=stage: coconut.make_batch(tokenizer, exs, variant, stage, cfg, rng),
+            length=lambda ex: len(ex.question) + 8 * len(ex.steps))
+        history.append({"stage": stage, **summary})
+        print(f"stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
+
+    final = history[-1]
+    live.summary.update({"best_val_accuracy": final["best_val_accuracy"], "best_step": final["best_step"],
+                         "stage_val_accuracy": {str(h["stage"]): h["best_val_accuracy"] for h in history},
+                         "train_minutes": sum(h["train_minutes"] for h in history)})
+    live.end()
+    (out / "train_summary.json").write_text(json.dumps({"variant": variant, "stages": history}, indent=2) + "\n")
+    (out / "inference.json").write_text(json.dumps({
+        "variant": variant, "stage": cfg.final_stage,
+        "n_latents": coconut.inference_latents(variant, cfg.final_stage, cfg),
+        "coconut": dataclasses.asdict(cfg)}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

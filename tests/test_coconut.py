@@ -1,0 +1,98 @@
+import random
+
+import pytest
+import torch
+
+from latent_reasoning import coconut
+from latent_reasoning.coconut import CoconutConfig
+from latent_reasoning.formats import IGNORE, prompt_text, target_text
+from latent_reasoning.generator import GeneratorConfig, SplitSizes, generate_splits
+from latent_reasoning.tokenizer import BOT, EOT, LATENT, PAUSE, build_tokenizer
+
+CFG = CoconutConfig(c_thought=2, max_latent_stage=3)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    data = generate_splits(1, GeneratorConfig(), SplitSizes(300, 10, 10))
+    tok = build_tokenizer(prompt_text(ex) + target_text(ex, "cot") for ex in data["train"])
+    four = next(ex for ex in data["train"] if len(ex.steps) == 4)
+    return tok, four, data
+
+
+def decode(tok, ids):
+    return tok.decode(ids)
+
+
+def test_stage_k_replaces_the_first_k_steps_with_k_c_thoughts(setup):
+    tok, ex, _ = setup
+    for stage in (1, 2, 3):
+        prefix, n, suffix, labels = coconut.sequence_parts(tok, ex, "coconut", stage, CFG)
+        assert decode(tok, prefix) == prompt_text(ex) + BOT
+        assert n == 2 * stage
+        rest = "".join(s + "\n" for s in ex.steps[stage:]) + "### " + ex.answer
+        assert decode(tok, suffix) == EOT + rest + tok.eos_token
+        assert labels[0] == IGNORE and labels[1:] == suffix[1:]  # no loss on <eot>
+    # final stage: every step gone, thoughts stay at the maximum
+    prefix, n, suffix, _ = coconut.sequence_parts(tok, ex, "coconut", CFG.final_stage, CFG)
+    assert n == CFG.max_thoughts and decode(tok, suffix) == EOT + "### " + ex.answer + tok.eos_token
+
+
+def test_short_problems_and_padding_to_max(setup):
+    tok, _, data = setup
+    two = next(ex for ex in data["train"] if len(ex.steps) == 2)
+    _, n, suffix, _ = coconut.sequence_parts(tok, two, "coconut", 3, CFG)
+    assert n == 4 and decode(tok, suffix).startswith(EOT + "###")  # only 2 steps to replace
+    padded = CoconutConfig(pad_latent_to_max=True)
+    assert coconut.sequence_parts(tok, two, "coconut", 1, padded)[1] == padded.max_thoughts
+
+
+def test_ablation_sequences(setup):
+    tok, ex, _ = setup
+    # no_thought: the steps go, nothing replaces them
+    prefix, n, suffix, _ = coconut.sequence_parts(tok, ex, "no_thought", 2, CFG)
+    assert n == 0 and decode(tok, suffix).startswith(EOT + ex.steps[2])
+    # pause_as_thought: as many <pause> input tokens as coconut has thoughts, without loss
+    prefix, n, suffix, labels = coconut.sequence_parts(tok, ex, "pause_as_thought", 2, CFG)
+    assert n == 0 and decode(tok, suffix).startswith(PAUSE * 4 + EOT + ex.steps[2])
+    assert labels[:5] == [IGNORE] * 5 and labels[5:] == suffix[5:]
+    # pause_token: question-answer training with max_thoughts pauses
+    _, n, suffix, _ = coconut.sequence_parts(tok, ex, "pause_token", CFG.final_stage, CFG)
+    assert n == 0 and decode(tok, suffix) == PAUSE * 6 + EOT + "### " + ex.answer + tok.eos_token
+
+
+def test_inference_prompts(setup):
+    tok, ex, _ = setup
+    final = CFG.final_stage
+    assert decode(tok, coconut.inference_prompt(tok, ex, "coconut", final, CFG)).endswith(BOT)
+    assert coconut.inference_latents("coconut", final, CFG) == 6
+    assert coconut.inference_latents("coconut", 2, CFG) == 4
+    assert coconut.inference_latents("pause_as_thought", final, CFG) is None
+    assert decode(tok, coconut.inference_prompt(tok, ex, "pause_as_thought", final, CFG)).endswith(
+        BOT + PAUSE * 6 + EOT)
+    assert decode(tok, coconut.inference_prompt(tok, ex, "no_thought", final, CFG)).endswith(BOT + EOT)
+
+
+def test_schedules():
+    cfg = CoconutConfig(max_latent_stage=3, steps_per_stage=10, final_stage_steps=30)
+    assert coconut.stages("coconut", cfg) == [(1, 10), (2, 10), (3, 10), (4, 30)]
+    assert coconut.stages("no_curriculum", cfg) == [(4, 60)]  # same budget, final stage only
+
+
+def test_make_batch_aligns_bot_and_mixes_stages(setup):
+    tok, _, data = setup
+    rows = data["train"][:16]
+    batch = coconut.make_batch(tok, rows, "coconut", 3, CFG, random.Random(0))
+    bot = tok.convert_tokens_to_ids(BOT)
+    assert (batch.input_ids[:, batch.bot_column] == bot).all()
+    latent = tok.convert_tokens_to_ids(LATENT)
+    assert ((batch.input_ids == latent).sum(1) == batch.n_latents).all()
+    mixed = coconut.make_batch(tok, rows, "coconut", 3, CoconutConfig(uniform_prob=1.0), random.Random(0))
+    assert len(set(mixed.n_latents.tolist())) > 1  # some rows drawn at earlier stages
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="uniform_prob"):
+        CoconutConfig(uniform_prob=-0.5)
+    with pytest.raises(ValueError, match="bogus"):
+        CoconutConfig(variants=("coconut", "bogus"))
