@@ -53,9 +53,10 @@ def test_dvc_repro_then_exp_run(tmp_path):
 
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "baseline", cwd=repo)
-    sh("dvc", "exp", "run", "-S", "train.max_steps=3", cwd=repo)
+    # one training stage is enough to show the param flowing into its metrics (and quick)
+    sh("dvc", "exp", "run", "-S", "train.max_steps=3", "train@nocot", cwd=repo)
     diff = sh("dvc", "metrics", "diff", "--json", cwd=repo)
     changed = json.loads(diff)
-    # the training summary of both methods records the new step count
+    # the training summary records the new step count
     assert any("best_step" in key or "final_loss" in key
                for metrics in changed.values() for key in metrics), diff
