@@ -20,7 +20,6 @@ from .generator import GeneratorConfig
 # every method the pipeline knows: the SFT baselines (train stage), Coconut and its ablations
 SFT_METHODS = ("cot", "nocot")
 METHODS = SFT_METHODS + COCONUT_VARIANTS
-TEST_SETS = ("gsm", "gsm_hard", "svamp", "multiarith", "longer")
 
 
 class ConfigError(ValueError):
