@@ -55,6 +55,9 @@ def test_pretrained_model_through_the_stages(kind, tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "reports/eval/cot/metrics.json").read_text())
     assert set(metrics) == {"gsm", "gsm_hard", "svamp", "multiarith", "longer"}
     assert all(m["n"] == 16 and 0 <= m["accuracy"] <= 1 for m in metrics.values())
+    # gsm has 2-4-step problems: accuracy by step count covers every example once
+    by_steps = metrics["gsm"]["by_steps"]
+    assert sum(v["n"] for v in by_steps.values()) == 16 and set(by_steps) <= {"2", "3", "4"}
     # Coconut from that CoT model, through the shared latent core
     run_stage(monkeypatch, "coconut", "--params", params, "--variant", "coconut")
     run_stage(monkeypatch, "evaluate", "--params", params, "--method", "coconut")

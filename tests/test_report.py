@@ -89,6 +89,7 @@ def test_plot_writes_a_png(eval_dir, tmp_path):
     (json.dumps({"gsm": metric(0.5, -1.0)}), "'tokens'"),
     (json.dumps({"gsm": metric(0.5, 2.0, n=0)}), "'n' must be a positive integer"),
     (json.dumps({"gsm": metric(0.5, 2.0, n=1.5)}), "'n' must be a positive integer"),
+    (json.dumps({"gsm": {**metric(0.5, 2.0), "by_steps": {"2": {"accuracy": 50, "n": 3}}}}), "'by_steps'"),
 ])
 def test_malformed_metrics_file_is_named(tmp_path, content, complaint):
     eval_dir = make_eval(tmp_path, {"cot": {"gsm": metric(0.9, 20.0)}, "coconut": content})
@@ -134,3 +135,15 @@ def test_cli_bad_input_exits_with_the_file_name(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--eval-dir", str(eval_dir), "--published", str(PUBLISHED), "--out-dir", str(tmp_path / "r")])
     assert "cot/metrics.json" in str(e.value.code)
+
+
+def test_markdown_has_gsm_accuracy_by_number_of_steps(tmp_path):
+    by_steps = {"3": {"accuracy": 0.5, "n": 4}, "2": {"accuracy": 0.75, "n": 4}}
+    s = collect(make_eval(tmp_path, {"coconut": {"gsm": {**metric(0.625, 9.0, n=8), "by_steps": by_steps}},
+                                     "cot": {"gsm": metric(0.9, 20.0, n=8)}}))
+    assert list(s["coconut"]["gsm"]["by_steps"]) == ["2", "3"]  # ordered by step count
+    md = results_markdown(s)
+    table = md.split("## gsm accuracy by number of reasoning steps")[1].split("## Published")[0]
+    assert "| method | 2 steps | 3 steps |" in table
+    assert "| coconut | 75.0% (4) | 50.0% (4) |" in table
+    assert "| cot" not in table  # no per-step numbers for it: no made-up row

@@ -38,13 +38,13 @@ VARIANTS = ("coconut", "no_curriculum", "no_thought", "pause_as_thought", "pause
 class CoconutConfig:
     c_thought: int = 2  # continuous thoughts per removed step
     max_latent_stage: int = 3
-    steps_per_stage: int = 250  # optimizer steps at each stage 1..max_latent_stage
-    final_stage_steps: int = 600  # at the final stage (all steps removed); the paper trains it longest
+    steps_per_stage: int = 150  # optimizer steps at each stage 1..max_latent_stage
+    final_stage_steps: int = 1050  # at the final stage (all steps removed); the paper trains it longest
     pad_latent_to_max: bool = False  # always max_latent_stage*c thoughts, whatever the stage
     uniform_prob: float = 0.0  # chance an example is drawn at a random earlier stage
     reset_optimizer: bool = True  # a fresh optimizer at every stage switch
     lr: float = 1e-3
-    final_lr: float = 5e-4
+    final_lr: float = 1e-3
     batch_size: int = 32
     warmup_steps: int = 20
     eval_every: int = 125

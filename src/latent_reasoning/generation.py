@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,16 +38,46 @@ class Generation:
     thoughts: list[torch.Tensor]  # per row: (n_latents[i], hidden) the hidden states fed back
 
 
+class _PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer that writes each new column into buffers sized for the whole
+    generation. DynamicLayer grows by torch.cat, which copies the whole cache at every
+    step: at batch 256 that copy costs as much as the step's matmuls."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            b, h, _, d = key_states.shape
+            self.key_buffer = key_states.new_empty(b, h, self.capacity, d)
+            self.value_buffer = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache full: {end} columns > capacity {self.capacity}")
+        self.key_buffer[:, :, self.length: end] = key_states
+        self.value_buffer[:, :, self.length: end] = value_states
+        self.length = end
+        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+        return self.keys, self.values
+
+
 class _Stepper:
     """One row-batch's KV cache, attention mask and next positions, advanced one column
-    at a time (a token or an embedding per row, or masked padding for idle rows)."""
+    at a time (a token or an embedding per row, or masked padding for idle rows).
+    `capacity` is the most columns the sequence will reach (prompt + steps)."""
 
-    def __init__(self, model, input_ids, attention_mask):
+    def __init__(self, model, input_ids, attention_mask, capacity: int):
         self.model = model
-        self.mask = attention_mask
+        batch, width = input_ids.shape
+        self.width = width
+        self.full_mask = attention_mask.new_zeros(batch, capacity)
+        self.full_mask[:, :width] = attention_mask
+        cache = Cache(layers=[_PreallocatedLayer(capacity) for _ in range(model.config.num_hidden_layers)])
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         self.out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                         past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1,
                          output_hidden_states=True)
         self.next_position = positions[:, -1:] + 1
 
@@ -59,12 +89,14 @@ class _Stepper:
     def logits(self) -> torch.Tensor:
         return self.out.logits[:, -1]
 
-    def step(self, embeds: torch.Tensor, active: torch.Tensor):
-        """Feed one column: `embeds` (B, H) where `active`, masked padding elsewhere."""
-        self.mask = torch.cat([self.mask, active.long()[:, None]], dim=1)
-        self.out = self.model(inputs_embeds=embeds[:, None], attention_mask=self.mask,
+    def step(self, embeds: torch.Tensor, active: torch.Tensor, want_hidden: bool = False):
+        """Feed one column: `embeds` (B, H) where `active`, masked padding elsewhere.
+        `want_hidden`: keep the last hidden state (only a thought needs it)."""
+        self.full_mask[:, self.width] = active.long()
+        self.width += 1
+        self.out = self.model(inputs_embeds=embeds[:, None], attention_mask=self.full_mask[:, : self.width],
                               position_ids=self.next_position, past_key_values=self.out.past_key_values,
-                              use_cache=True, output_hidden_states=True)
+                              use_cache=True, output_hidden_states=want_hidden)
         self.next_position = self.next_position + active.long()[:, None]
 
 
@@ -82,8 +114,9 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: in
     device = next(model.parameters()).device
     embed = model.get_input_embeddings()
     input_ids, attention_mask = left_pad(prompts, pad_id, device)
-    state = _Stepper(model, input_ids, attention_mask)
     batch = len(prompts)
+    n_thought_steps = (max(n_latents, default=0) + 1) if n_latents is not None else 0
+    state = _Stepper(model, input_ids, attention_mask, capacity=input_ids.shape[1] + n_thought_steps + max_new_tokens)
     thoughts = [[] for _ in prompts]
 
     if n_latents is not None:  # <bot> thoughts <eot>, even when no row has a thought
@@ -97,7 +130,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: in
             x = thought_fn(h) if thought_fn is not None else h
             for i in active.nonzero().flatten().tolist():
                 thoughts[i].append(h[i])
-            state.step(torch.where(active[:, None], x.to(pad_embed.dtype), pad_embed), active)
+            state.step(torch.where(active[:, None], x.to(pad_embed.dtype), pad_embed), active, want_hidden=True)
         all_rows = torch.ones(batch, dtype=torch.bool, device=device)
         state.step(embed(torch.full((batch,), eot_id, device=device)), all_rows)
 

@@ -62,7 +62,16 @@ def _read_entry(entry, where: str) -> dict:
         raise ReportError(f"{where}: 'tokens' must be a number >= 0, got {tokens!r}")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ReportError(f"{where}: 'n' must be a positive integer, got {n!r}")
-    return {"accuracy": float(acc), "tokens": float(tokens), "n": n}
+    out = {"accuracy": float(acc), "tokens": float(tokens), "n": n}
+    if "by_steps" in entry:  # optional: accuracy by number of gold reasoning steps
+        by_steps = entry["by_steps"]
+        if not isinstance(by_steps, dict) or not all(
+                isinstance(v, dict) and _number(v.get("accuracy")) and 0 <= v["accuracy"] <= 1
+                and isinstance(v.get("n"), int) for v in by_steps.values()):
+            raise ReportError(f"{where}: 'by_steps' must map a step count to {{accuracy in [0, 1], n}}")
+        out["by_steps"] = {str(k): {"accuracy": float(v["accuracy"]), "n": v["n"]}
+                           for k, v in sorted(by_steps.items(), key=lambda kv: int(kv[0]))}
+    return out
 
 
 def collect(eval_dir) -> dict:
@@ -135,6 +144,16 @@ def results_markdown(summary: dict, published: list[dict] | None = None) -> str:
              "Our models. Each cell is accuracy / mean generated tokens; "
              "n is the number of test examples.", ""]
     lines += _table(header, rows)
+
+    # how accuracy falls with the number of reasoning steps (gsm: in distribution)
+    with_steps = {m: per["gsm"]["by_steps"] for m, per in summary.items() if "by_steps" in per.get("gsm", {})}
+    if with_steps:
+        counts = sorted({k for v in with_steps.values() for k in v}, key=int)
+        lines += ["", "## gsm accuracy by number of reasoning steps", "",
+                  "Accuracy on the gsm problems that take k steps (n per cell in brackets).", ""]
+        lines += _table(["method"] + [f"{k} steps" for k in counts],
+                        [[m] + [f"{100 * v[k]['accuracy']:.1f}% ({v[k]['n']})" if k in v else "–" for k in counts]
+                         for m, v in with_steps.items()])
 
     lines += ["", "## Published numbers (from the papers, not our runs)", "", SCALE_CAVEAT, ""]
     if published:

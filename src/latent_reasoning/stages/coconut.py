@@ -95,10 +95,6 @@ def main():
                          "train_minutes": sum(h["train_minutes"] for h in history)})
     live.end()
     (out / "train_summary.json").write_text(json.dumps({"variant": variant, "stages": history}, indent=2) + "\n")
-    (out / "inference.json").write_text(json.dumps({
-        "variant": variant, "stage": cfg.final_stage,
-        "n_latents": coconut.inference_latents(variant, cfg.final_stage, cfg),
-        "coconut": dataclasses.asdict(cfg)}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,12 @@ def main():
                 for v in variations
                 for rows in [[p for p in predictions if p.get("meta", {}).get("variation") == v]]
             }
+        # accuracy by number of gold reasoning steps: how a method degrades with depth
+        by_steps = {}
+        for p in predictions:
+            by_steps.setdefault(len(examples[p["index"]].steps), []).append(p["correct"])
+        if len(by_steps) > 1:
+            metrics["by_steps"] = {str(k): {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(by_steps.items())}
         results[name] = metrics
         with (out / "predictions" / f"{name}.jsonl").open("w") as f:
             for p in predictions:
