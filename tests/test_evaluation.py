@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from latent_reasoning.evaluation import answers_match, extract_answer
+from latent_reasoning.evaluation import accuracy_by, answers_match, extract_answer
 from latent_reasoning.generation import generate
 
 
@@ -77,3 +77,12 @@ def test_generation_stops_each_row_at_eos():
     for row, full in zip(cut, free):
         assert row == (full[: full.index(eos)] if eos in full else full)
     assert cut[0] == free[0][:k]
+
+
+def test_accuracy_by_groups_in_sorted_order_and_skips_ungrouped():
+    preds = [{"correct": c, "steps": k} for c, k in [(True, 3), (False, 2), (True, 2), (True, None), (False, 10)]]
+    by = accuracy_by(preds, lambda p: p["steps"])
+    assert list(by) == ["2", "3", "10"]  # numeric order, then named as strings
+    assert by["2"] == {"accuracy": 0.5, "n": 2} and by["3"] == {"accuracy": 1.0, "n": 1}
+    assert sum(v["n"] for v in by.values()) == 4  # the None row is in no group
+    assert accuracy_by(preds[:1], lambda p: p["steps"]) is None  # one group: nothing to compare

@@ -22,6 +22,19 @@ def answers_match(predicted: str | None, gold: str) -> bool:
     return predicted is not None and same_answer(predicted, gold)
 
 
+def accuracy_by(predictions: list[dict], key) -> dict | None:
+    """Accuracy per group: `key(prediction)` names its group (None: no group). Groups in
+    sorted order, names as strings; None when there are fewer than two groups."""
+    groups = {}
+    for p in predictions:
+        name = key(p)
+        if name is not None:
+            groups.setdefault(name, []).append(p["correct"])
+    if len(groups) < 2:
+        return None
+    return {str(name): {"accuracy": sum(hits) / len(hits), "n": len(hits)} for name, hits in sorted(groups.items())}
+
+
 def evaluate(model, tokenizer, examples: list[Example], *, batch_size: int, max_new_tokens: int,
              prompt_fn=encode_prompt, n_latents: int | None = None) -> tuple[dict, list[dict]]:
     """Greedy answers for every example. Returns (metrics, predictions).

@@ -118,6 +118,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: in
     n_thought_steps = (max(n_latents, default=0) + 1) if n_latents is not None else 0
     state = _Stepper(model, input_ids, attention_mask, capacity=input_ids.shape[1] + n_thought_steps + max_new_tokens)
     thoughts = [[] for _ in prompts]
+    all_rows = torch.ones(batch, dtype=torch.bool, device=device)
 
     if n_latents is not None:  # <bot> thoughts <eot>, even when no row has a thought
         if eot_id is None:
@@ -128,10 +129,10 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: in
             active = counts > k
             h = state.hidden
             x = thought_fn(h) if thought_fn is not None else h
-            for i in active.nonzero().flatten().tolist():
-                thoughts[i].append(h[i])
+            if return_thoughts:  # a per-row Python loop: only when the caller wants them
+                for i in active.nonzero().flatten().tolist():
+                    thoughts[i].append(h[i])
             state.step(torch.where(active[:, None], x.to(pad_embed.dtype), pad_embed), active, want_hidden=True)
-        all_rows = torch.ones(batch, dtype=torch.bool, device=device)
         state.step(embed(torch.full((batch,), eot_id, device=device)), all_rows)
 
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -147,7 +148,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: in
         finished |= token == eos_id
         if finished.all() or t + 1 == max_new_tokens:
             break
-        state.step(embed(token), torch.ones(batch, dtype=torch.bool, device=device))
+        state.step(embed(token), all_rows)
     rows = torch.stack(new_tokens, dim=1).tolist() if new_tokens else [[] for _ in prompts]
     tokens = [row[: row.index(eos_id)] if eos_id in row else row for row in rows]
     if not return_thoughts:

@@ -18,7 +18,7 @@ from ..evaluation import evaluate
 from ..latent import latent_forward
 from ..modeling import build_model, load_checkpoint
 from ..schema import read_jsonl
-from ..tokenizer import load_tokenizer
+from ..tokenizer import LATENT_TOKENS, load_tokenizer
 from ..train_loop import make_optimizer, open_live, train
 
 
@@ -48,7 +48,7 @@ def main():
         with torch.no_grad():
             # (a pretrained tokenizer may split "<<": take its first piece)
             start = emb[tokenizer("<<", add_special_tokens=False)["input_ids"][0]].clone()
-            for tok in ("<bot>", "<eot>", "<latent>", "<pause>"):
+            for tok in LATENT_TOKENS:
                 emb[tokenizer.convert_tokens_to_ids(tok)] = start
     train_examples = read_jsonl(Path(args.data) / "train.jsonl")
     valid = read_jsonl(Path(args.data) / "valid.jsonl")[: params.train.eval_size]

@@ -11,7 +11,7 @@ import torch
 from .. import coconut
 from ..config import check_method, load_params
 from ..formats import encode_prompt
-from ..evaluation import evaluate
+from ..evaluation import accuracy_by, evaluate
 from ..modeling import load_checkpoint
 from ..schema import read_jsonl
 from ..tokenizer import load_tokenizer
@@ -53,19 +53,13 @@ def main():
                                         max_new_tokens=params.evaluate.max_new_tokens,
                                         prompt_fn=prompt_fn, n_latents=n_latents)
         # svamp / gsm_hard rows say how they were varied: accuracy per variation shows which hurts
-        variations = sorted({p["meta"]["variation"] for p in predictions if "variation" in p.get("meta", {})})
-        if len(variations) > 1:
-            metrics["by_variation"] = {
-                v: {"accuracy": sum(p["correct"] for p in rows) / len(rows), "n": len(rows)}
-                for v in variations
-                for rows in [[p for p in predictions if p.get("meta", {}).get("variation") == v]]
-            }
+        by_variation = accuracy_by(predictions, lambda p: p.get("meta", {}).get("variation"))
         # accuracy by number of gold reasoning steps: how a method degrades with depth
-        by_steps = {}
-        for p in predictions:
-            by_steps.setdefault(len(examples[p["index"]].steps), []).append(p["correct"])
-        if len(by_steps) > 1:
-            metrics["by_steps"] = {str(k): {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(by_steps.items())}
+        by_steps = accuracy_by(predictions, lambda p: len(examples[p["index"]].steps))
+        if by_variation:
+            metrics["by_variation"] = by_variation
+        if by_steps:
+            metrics["by_steps"] = by_steps
         results[name] = metrics
         with (out / "predictions" / f"{name}.jsonl").open("w") as f:
             for p in predictions:
