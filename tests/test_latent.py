@@ -78,6 +78,12 @@ def test_cached_forward_equals_slow_reference_row_by_row(kind):
     # and the batch loss is the token-weighted mean of the rows' losses
     total = sum(reference_row(model, *row)[0] * len(row[2]) for row in data) / sum(len(r[2]) for r in data)
     assert torch.allclose(out.loss, total, atol=1e-5)
+    # a batch with no thought in any row (one plain pass): each row as the reference
+    zero = [(q, 0, a) for q, _, a in data]
+    out = latent_forward(model, make_batch(zero))
+    assert out.thoughts.shape[1] == 0
+    for i, row in enumerate(zero):
+        assert torch.allclose(out.logits[i, 1: 1 + len(row[2])], reference_row(model, *row)[1], atol=1e-5)
 
 
 def test_gradients_reach_the_first_thought():
@@ -126,3 +132,40 @@ def test_latent_generation_batched_equals_alone_and_reference(kind):
             tokens.append(t)
             embeds = torch.cat([embeds, model.get_input_embeddings()(torch.tensor([[t]]))], dim=1)
         assert batched.tokens[i] == tokens
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "qwen2"])
+def test_single_query_attention_equals_sdpa(kind, monkeypatch):
+    """The matmul path for one query per row (generation steps, thoughts) gives SDPA's
+    results: thoughts, tokens, training loss and gradients (Llama and Qwen2 have 2 query
+    heads per KV head)."""
+    import copy
+
+    from latent_reasoning import modeling
+
+    sdpa = tiny(kind).eval()
+    fast = modeling.use_single_query_sdpa(copy.deepcopy(sdpa))
+    assert fast.config._attn_implementation == modeling.SINGLE_QUERY_SDPA
+    fallback_query_lengths = []  # the calls single_query_sdpa hands on to SDPA
+    original = modeling.sdpa_attention_forward
+    def recording(module, query, *args, **kwargs):
+        fallback_query_lengths.append(query.shape[2])
+        return original(module, query, *args, **kwargs)
+    monkeypatch.setattr(modeling, "sdpa_attention_forward", recording)
+    data = rows()
+    prompts = [q + [BOT] for q, _, _ in data]
+    counts = [n for _, n, _ in data]
+    kwargs = dict(max_new_tokens=6, eos_id=EOS, pad_id=PAD, n_latents=counts, eot_id=EOT, return_thoughts=True)
+    want, got = generate(sdpa, prompts, **kwargs), generate(fast, prompts, **kwargs)
+    assert got.tokens == want.tokens
+    assert fallback_query_lengths and 1 not in fallback_query_lengths  # prompts went to SDPA, single steps not
+    for a, b in zip(got.thoughts, want.thoughts):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    batch = make_batch(data)
+    out_sdpa, out_fast = latent_forward(sdpa, batch), latent_forward(fast, batch)  # eval: no dropout
+    assert torch.allclose(out_fast.loss, out_sdpa.loss, atol=1e-5)
+    out_sdpa.loss.backward()
+    out_fast.loss.backward()
+    for (name, p), q in zip(sdpa.named_parameters(), fast.parameters()):
+        # fp32 rounding, relative to the gradient's scale (these weights are 4x enlarged)
+        assert (q.grad - p.grad).abs().max() <= 1e-5 * max(1.0, p.grad.abs().max().item()), name

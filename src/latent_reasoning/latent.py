@@ -7,10 +7,11 @@ A training row is laid out as
 
 with <bot> in the same column P for every row (questions are left-padded), so that the
 k-th thought of every row sits in the same column and one batched single-position
-forward computes it for all rows. The sequence is computed in n_max + 2 passes that share
+forward computes it for all rows. The sequence is computed in n_max + 1 passes that share
 one KV cache: the prefix; one pass per latent slot, whose input embedding is
 `thought_fn(h)` of the last-layer hidden state h of the column before (masked padding
-for rows with fewer thoughts); the suffix. Gradients flow through every thought, as in
+for rows with fewer thoughts), except that the last slot goes with the suffix in one
+pass. A batch with no thoughts at all is one ordinary pass. Gradients flow through every thought, as in
 the paper (full backprop through the chain). Position ids count only real tokens, so
 padding anywhere is invisible.
 """
@@ -73,37 +74,47 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
     """Loss of a LatentBatch, computed with the thoughts fed back (KV-cached passes)."""
     embed = model.get_input_embeddings()
     ids, mask = batch.input_ids, batch.attention_mask
+    width = ids.shape[1]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     P, n_max = batch.bot_column, int(batch.n_latents.max())
+    embeds = embed(ids)  # thought slots get their thoughts as they are computed
     cache = DynamicCache()
 
-    def run(cols: slice, embeds, all_logits=False):
+    def run(start: int, stop: int, x, all_logits=False):
         # only the last column's logits are needed before the suffix (the LM head over the
         # whole question would cost as much as a layer)
-        return model(inputs_embeds=embeds, attention_mask=mask[:, : cols.stop], position_ids=positions[:, cols],
+        return model(inputs_embeds=x, attention_mask=mask[:, :stop], position_ids=positions[:, start:stop],
                      past_key_values=cache, use_cache=True, output_hidden_states=True,
                      logits_to_keep=0 if all_logits else 1)
 
-    out = run(slice(0, P + 1), embed(ids[:, : P + 1]))
-    h = out.hidden_states[-1][:, -1]
-    last_logits = out.logits[:, -1:]
-    thoughts = []
-    for k in range(n_max):
-        col = P + 1 + k
-        active = (batch.n_latents > k)[:, None]
-        x = thought_fn(h) if thought_fn is not None else h
-        x = torch.where(active, x, embed(ids[:, col]))
-        thoughts.append(torch.where(active, h, torch.zeros_like(h)))
-        out = run(slice(col, col + 1), x[:, None])
-        # a row past its last thought keeps its last hidden state (it is masked out anyway)
-        h = torch.where(active, out.hidden_states[-1][:, -1], h)
-        last_logits = torch.where(active[:, :, None], out.logits, last_logits)
-    suffix_start = P + 1 + n_max
-    out = run(slice(suffix_start, ids.shape[1]), embed(ids[:, suffix_start:]), all_logits=True)
-    # logits at column c predict the token at c+1: the suffix's first token is predicted
-    # by each row's last real column (its last thought, or <bot>)
-    logits = torch.cat([last_logits, out.logits[:, :-1]], dim=1)
-    labels = batch.labels[:, suffix_start:]
+    # logits at column c predict the token at c+1; the suffix starts at column S
+    S = P + 1 + n_max
+    if n_max == 0:  # no thoughts anywhere (the pause and no-thought variants): one plain pass
+        out = run(0, width, embeds, all_logits=True)
+        logits, thoughts = out.logits[:, P:-1], embeds.new_zeros((ids.shape[0], 0, embeds.shape[-1]))
+    else:
+        # n_max + 1 passes: the prefix through <bot>; one per thought slot but the last;
+        # the last slot together with the suffix (its input is known once the slot
+        # before it is computed)
+        out = run(0, P + 1, embeds[:, : P + 1])
+        h = out.hidden_states[-1][:, -1]
+        last_logits = out.logits[:, -1:]  # each row's prediction of the suffix's first token
+        thoughts = []
+        for k in range(n_max):
+            col = P + 1 + k
+            active = (batch.n_latents > k)[:, None]
+            x = torch.where(active, thought_fn(h) if thought_fn is not None else h, embeds[:, col])
+            thoughts.append(torch.where(active, h, torch.zeros_like(h)))
+            if col < S - 1:
+                out = run(col, col + 1, x[:, None])
+                # a row past its last thought keeps its last hidden state (it is masked out anyway)
+                h = torch.where(active, out.hidden_states[-1][:, -1], h)
+                last_logits = torch.where(active[:, :, None], out.logits, last_logits)
+            else:
+                out = run(col, width, torch.cat([x[:, None], embeds[:, S:]], dim=1), all_logits=True)
+                last_logits = torch.where(active[:, :, None], out.logits[:, :1], last_logits)
+                logits = torch.cat([last_logits, out.logits[:, 1:-1]], dim=1)
+        thoughts = torch.stack(thoughts, dim=1)
+    labels = batch.labels[:, S:]
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
-    thoughts = torch.stack(thoughts, dim=1) if thoughts else h.new_zeros((h.shape[0], 0, h.shape[1]))
     return LatentOutput(loss, logits, thoughts)
