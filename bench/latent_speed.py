@@ -44,15 +44,10 @@ def reference_generate(model, prompt: list[int], eot_id: int) -> list[int]:
         out = model(inputs_embeds=h, past_key_values=cache, use_cache=True, output_hidden_states=True)
     eot = embed(torch.tensor([[eot_id]]))
     embeds = torch.cat([embeds, eot], dim=1)
-    logits = model(inputs_embeds=eot, past_key_values=cache, use_cache=True).logits
-    tokens = []
-    for _ in range(NEW_TOKENS):
-        token = logits[0, -1].argmax().item()
-        tokens.append(token)
-        if len(tokens) == NEW_TOKENS:
-            break
-        embeds = torch.cat([embeds, embed(torch.tensor([[token]]))], dim=1)
-        logits = model(inputs_embeds=embeds).logits
+    tokens = [model(inputs_embeds=eot, past_key_values=cache, use_cache=True).logits[0, -1].argmax().item()]
+    for _ in range(NEW_TOKENS - 1):
+        embeds = torch.cat([embeds, embed(torch.tensor([[tokens[-1]]]))], dim=1)
+        tokens.append(model(inputs_embeds=embeds).logits[0, -1].argmax().item())
     return tokens
 
 
