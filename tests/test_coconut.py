@@ -96,3 +96,5 @@ def test_config_validation():
         CoconutConfig(uniform_prob=-0.5)
     with pytest.raises(ValueError, match="bogus"):
         CoconutConfig(variants=("coconut", "bogus"))
+    with pytest.raises(ValueError, match="jobs"):
+        CoconutConfig(jobs=0)

@@ -45,6 +45,10 @@ def test_dvc_repro_then_exp_run(tmp_path):
         assert set(sets) == {"gsm", "gsm_hard", "svamp", "multiarith", "longer"}
         for m in sets.values():
             assert m["n"] == 16 and 0 <= m["accuracy"] <= 1 and m["tokens"] >= 0
+    # the coconut stage trained every variant (two at a time: the tiny params keep jobs: 2)
+    trained = json.loads((repo / "reports" / "train" / "coconut.json").read_text())
+    assert set(trained) == set(summary) - {"cot", "nocot"}
+    assert all((repo / "models" / "coconut" / variant / "config.json").exists() for variant in trained)
     assert "cot" in (repo / "reports" / "results.md").read_text()
     assert (repo / "reports" / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert (repo / "dvc.lock").exists()

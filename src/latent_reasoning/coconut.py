@@ -49,13 +49,14 @@ class CoconutConfig:
     warmup_steps: int = 20
     eval_every: int = 125
     variants: tuple = VARIANTS
+    jobs: int = 2  # variants trained side by side, one process each (base.threads split among them)
 
     def __post_init__(self):
         if self.c_thought < 1 or self.max_latent_stage < 1:
             raise ValueError("coconut: c_thought and max_latent_stage must be >= 1")
         if not 0 <= self.uniform_prob <= 1:
             raise ValueError(f"coconut: uniform_prob must be in [0, 1], got {self.uniform_prob}")
-        for name in ("steps_per_stage", "final_stage_steps", "batch_size", "eval_every"):
+        for name in ("steps_per_stage", "final_stage_steps", "batch_size", "eval_every", "jobs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"coconut: {name} must be >= 1")
         unknown = set(self.variants) - set(VARIANTS)

@@ -74,47 +74,51 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
     """Loss of a LatentBatch, computed with the thoughts fed back (KV-cached passes)."""
     embed = model.get_input_embeddings()
     ids, mask = batch.input_ids, batch.attention_mask
-    width = ids.shape[1]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     P, n_max = batch.bot_column, int(batch.n_latents.max())
-    embeds = embed(ids)  # thought slots get their thoughts as they are computed
+    S = P + 1 + n_max  # the suffix starts at column S; logits at column c predict the token at c+1
     cache = DynamicCache()
 
-    def run(start: int, stop: int, x, all_logits=False):
-        # only the last column's logits are needed before the suffix (the LM head over the
+    def run(start: int, x, all_logits=False):
+        # before the suffix only the last column's logits are needed (the LM head over the
         # whole question would cost as much as a layer)
+        stop = start + x.shape[1]
         return model(inputs_embeds=x, attention_mask=mask[:, :stop], position_ids=positions[:, start:stop],
                      past_key_values=cache, use_cache=True, output_hidden_states=True,
                      logits_to_keep=0 if all_logits else 1)
 
-    # logits at column c predict the token at c+1; the suffix starts at column S
-    S = P + 1 + n_max
+    def result(logits, thoughts) -> LatentOutput:
+        labels = batch.labels[:, S:]
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+        return LatentOutput(loss, logits, thoughts)
+
     if n_max == 0:  # no thoughts anywhere (the pause and no-thought variants): one plain pass
-        out = run(0, width, embeds, all_logits=True)
-        logits, thoughts = out.logits[:, P:-1], embeds.new_zeros((ids.shape[0], 0, embeds.shape[-1]))
-    else:
-        # n_max + 1 passes: the prefix through <bot>; one per thought slot but the last;
-        # the last slot together with the suffix (its input is known once the slot
-        # before it is computed)
-        out = run(0, P + 1, embeds[:, : P + 1])
-        h = out.hidden_states[-1][:, -1]
-        last_logits = out.logits[:, -1:]  # each row's prediction of the suffix's first token
-        thoughts = []
-        for k in range(n_max):
-            col = P + 1 + k
-            active = (batch.n_latents > k)[:, None]
-            x = torch.where(active, thought_fn(h) if thought_fn is not None else h, embeds[:, col])
-            thoughts.append(torch.where(active, h, torch.zeros_like(h)))
-            if col < S - 1:
-                out = run(col, col + 1, x[:, None])
-                # a row past its last thought keeps its last hidden state (it is masked out anyway)
-                h = torch.where(active, out.hidden_states[-1][:, -1], h)
-                last_logits = torch.where(active[:, :, None], out.logits, last_logits)
-            else:
-                out = run(col, width, torch.cat([x[:, None], embeds[:, S:]], dim=1), all_logits=True)
-                last_logits = torch.where(active[:, :, None], out.logits[:, :1], last_logits)
-                logits = torch.cat([last_logits, out.logits[:, 1:-1]], dim=1)
-        thoughts = torch.stack(thoughts, dim=1)
-    labels = batch.labels[:, S:]
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
-    return LatentOutput(loss, logits, thoughts)
+        out = run(0, embed(ids), all_logits=True)
+        return result(out.logits[:, P:-1], out.logits.new_zeros((ids.shape[0], 0, embed.weight.shape[1])))
+
+    # n_max + 1 passes: the prefix through <bot>; one pass per thought slot but the last;
+    # the last slot together with the suffix (its input is known once the slot before it
+    # is computed).
+    out = run(0, embed(ids[:, : P + 1]))
+    h = out.hidden_states[-1][:, -1]
+    last_logits = out.logits  # (B, 1, V): each row's prediction of the suffix's first token
+    # a row with fewer thoughts than n_max has masked padding in its spare slots: nothing
+    # reads those columns, so their embeddings get no gradient
+    slot_padding = embed(ids[:, P + 1: S]).detach()
+    thoughts = []
+
+    def slot_input(k: int, h):
+        active = (batch.n_latents > k)[:, None]
+        thoughts.append(torch.where(active, h, torch.zeros_like(h)))
+        return torch.where(active, thought_fn(h) if thought_fn is not None else h, slot_padding[:, k]), active
+
+    for k in range(n_max - 1):
+        x, active = slot_input(k, h)
+        out = run(P + 1 + k, x[:, None])
+        # a row past its last thought keeps its last hidden state and logits (its slot is masked)
+        h = torch.where(active, out.hidden_states[-1][:, -1], h)
+        last_logits = torch.where(active[:, :, None], out.logits, last_logits)
+    x, active = slot_input(n_max - 1, h)
+    out = run(S - 1, torch.cat([x[:, None], embed(ids[:, S:])], dim=1), all_logits=True)
+    last_logits = torch.where(active[:, :, None], out.logits[:, :1], last_logits)
+    return result(torch.cat([last_logits, out.logits[:, 1:-1]], dim=1), torch.stack(thoughts, dim=1))

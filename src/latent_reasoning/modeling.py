@@ -64,7 +64,7 @@ def build_model(cfg: ModelConfig, tokenizer, seed: int = 0):
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
             # exact GELU instead of GPT-2's tanh approximation: PyTorch's CPU kernel for
             # the approximation is 3.7x slower (15 vs 4 ms on a 13k x 512 activation), a
-            # quarter of a batched prompt pass (the default "gelu_new" is slower still)
+            # fifth of a batched prompt pass (the default "gelu_new" is slower still)
             activation_function="gelu",
             bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,

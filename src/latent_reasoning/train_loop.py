@@ -75,12 +75,14 @@ def open_live(live_dir: str | Path) -> Live:
 def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable,
           out_dir: str | Path, live_dir: str | Path | None = None, live: Live | None = None, seed: int = 0,
           loss_fn: Callable = default_loss, validate: Callable | None = None,
-          save: Callable | None = None, length: Callable | None = None, optimizer=None) -> dict:
+          save: Callable | None = None, length: Callable | None = None, optimizer=None,
+          desc: str = "train") -> dict:
     """Train `model` in place; the best (by validation accuracy) checkpoint is saved to
     `out_dir` via `save(model, out_dir)` (default: save_pretrained). Returns a summary.
 
     A multi-stage method calls this once per stage, passing its own `live` (kept open)
-    and, to keep the optimizer's state across stages, its `optimizer`."""
+    and, to keep the optimizer's state across stages, its `optimizer`. `desc` names the
+    run in the progress output (several may share one terminal)."""
     out_dir = Path(out_dir)
     save = save or (lambda m, d: m.save_pretrained(d))
     accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
@@ -93,7 +95,7 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
     best_acc, best_step, history = -1.0, -1, []
     started = time.time()
     data = batches(train_examples, cfg.batch_size, seed, length)
-    bar = tqdm(range(cfg.max_steps), desc="train", mininterval=5, disable=not accelerator.is_main_process)
+    bar = tqdm(range(cfg.max_steps), desc=desc, mininterval=5, disable=not accelerator.is_main_process)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -119,7 +121,7 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
             acc = validate(accelerator.unwrap_model(model))
             live.log_metric("val/accuracy", acc)
             history.append({"step": step + 1, "val_accuracy": acc, "loss": loss.item()})
-            tqdm.write(f"step {step + 1}: loss {loss.item():.4f} val accuracy {acc:.3f}")
+            tqdm.write(f"{desc} step {step + 1}: loss {loss.item():.4f} val accuracy {acc:.3f}")
             if acc > best_acc:
                 best_acc, best_step = acc, step + 1
                 save(accelerator.unwrap_model(model), out_dir)

@@ -22,17 +22,19 @@ def main():
     ap.add_argument("--method", required=True)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--model", default=None, help="default: models/<method>")
+    ap.add_argument("--model", default=None,
+                    help="default: models/<method>, or models/coconut/<variant> for a Coconut variant")
     ap.add_argument("--out", default=None, help="default: reports/eval/<method>")
     args = ap.parse_args()
     params = load_params(args.params)
     check_method(args.method)
     torch.set_num_threads(params.base.threads)
-    model_dir = Path(args.model or f"models/{args.method}")
+    default_dir = f"models/coconut/{args.method}" if args.method in coconut.VARIANTS else f"models/{args.method}"
+    model_dir = Path(args.model or default_dir)
     out = Path(args.out or f"reports/eval/{args.method}")
     (out / "predictions").mkdir(parents=True, exist_ok=True)
 
-    model = load_checkpoint(model_dir, f"models/{args.method}")
+    model = load_checkpoint(model_dir, str(model_dir))
     tokenizer = load_tokenizer(model_dir)
     test_files = sorted(Path(args.data).glob("test_*.jsonl"))
     if not test_files:
