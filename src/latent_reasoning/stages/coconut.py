@@ -5,9 +5,9 @@ model, as No-CoT). Validation accuracy is logged per stage; the model kept is th
 at the final stage.
 
 The variants are independent, so `coconut.jobs` of them train side by side, one process
-each, with `base.threads` split among them. This model's matmuls are too small to use two
-threads well: on the 2-core machine two one-thread processes trained 1.3-1.6x as many
-steps per second as one two-thread process running them one after another.
+each, with `base.threads` split among them. This model's matmuls are too small to keep
+two threads busy: on the 2-core machine two one-thread processes do about 1.2x the
+training steps per second of one two-thread process (bench/parallel_training.py).
 
 Writes models/coconut/<variant>, the DVCLive logs in reports/train/coconut/<variant> and a
 summary of every variant in reports/train/coconut.json."""
