@@ -98,3 +98,5 @@ def test_config_validation():
         CoconutConfig(variants=("coconut", "bogus"))
     with pytest.raises(ValueError, match="jobs"):
         CoconutConfig(jobs=0)
+    with pytest.raises(ValueError, match="listed twice"):
+        CoconutConfig(variants=("coconut", "no_thought", "coconut"))

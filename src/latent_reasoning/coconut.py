@@ -59,6 +59,8 @@ class CoconutConfig:
         for name in ("steps_per_stage", "final_stage_steps", "batch_size", "eval_every", "jobs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"coconut: {name} must be >= 1")
+        if len(set(self.variants)) != len(self.variants):  # two runs would share one folder
+            raise ValueError(f"coconut.variants: listed twice: {sorted({v for v in self.variants if self.variants.count(v) > 1})}")
         unknown = set(self.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"coconut.variants: unknown {sorted(unknown)}; known: {list(VARIANTS)}")

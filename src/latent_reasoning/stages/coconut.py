@@ -118,7 +118,7 @@ def main():
     ap.add_argument("--summary", default="reports/train/coconut.json")
     args = ap.parse_args()
     params = load_params(args.params)
-    variants = args.variant or list(params.coconut.variants)
+    variants = list(dict.fromkeys(args.variant or params.coconut.variants))  # each once
     jobs = min(params.coconut.jobs, len(variants))
     threads = max(1, params.base.threads // jobs)
     # in the order listed: the variants with thoughts (the longest) start first
