@@ -17,13 +17,11 @@ import time
 import torch
 
 from latent_reasoning import coconut
-from latent_reasoning.config import ModelConfig
-from latent_reasoning.formats import prompt_text, target_text
+from latent_reasoning.formats import prompt_text
 from latent_reasoning.generation import generate
-from latent_reasoning.generator import GeneratorConfig, SplitSizes, generate_splits
 from latent_reasoning.latent import latent_forward
-from latent_reasoning.modeling import build_model
-from latent_reasoning.tokenizer import BOT, EOT, build_tokenizer
+from latent_reasoning.tokenizer import BOT, EOT
+from setup import bench_setup
 from transformers import DynamicCache
 
 THOUGHTS, NEW_TOKENS = 6, 16
@@ -68,12 +66,8 @@ def main():
     ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    data = generate_splits(0, GeneratorConfig(), SplitSizes(2000, 10, max(args.questions, 32)))
-    tok = build_tokenizer(prompt_text(ex) + target_text(ex, "cot") for ex in data["train"])
-    model = build_model(ModelConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=4), tok).eval()
+    data, tok, model = bench_setup(args.threads, max(args.questions, 32), args.n_layer, args.n_embd)
+    model.eval()
     bot, eot = tok.convert_tokens_to_ids(BOT), tok.convert_tokens_to_ids(EOT)
     questions = data["test_gsm"][: args.questions]
     prompts = [tok(prompt_text(ex))["input_ids"] + [bot] for ex in questions]

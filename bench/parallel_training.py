@@ -17,22 +17,15 @@ import time
 import torch
 
 from latent_reasoning import coconut
-from latent_reasoning.config import ModelConfig
-from latent_reasoning.formats import prompt_text, target_text
-from latent_reasoning.generator import GeneratorConfig, SplitSizes, generate_splits
 from latent_reasoning.latent import latent_forward
-from latent_reasoning.modeling import build_model
-from latent_reasoning.tokenizer import build_tokenizer
+from setup import bench_setup
 
 
 def run_steps(threads: int, steps: int, start=None) -> tuple[float, float]:
     """Build the model and batches, wait at `start` (a barrier) if given, then time
     `steps` training steps; returns (start time, end time) on the perf counter."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    data = generate_splits(0, GeneratorConfig(), SplitSizes(2000, 10, 10))
-    tok = build_tokenizer(prompt_text(ex) + target_text(ex, "cot") for ex in data["train"])
-    model = build_model(ModelConfig(n_layer=4, n_embd=128, n_head=4), tok).train()
+    data, tok, model = bench_setup(threads, test_size=10)
+    model.train()
     cfg = coconut.CoconutConfig()
     examples = data["train"][:32]
     cot = coconut.make_batch(tok, examples, "coconut", 0, cfg, random.Random(0))  # stage 0: the full CoT
