@@ -1,12 +1,13 @@
 """Why the `coconut` stage trains its variants side by side: training throughput on this
-machine's cores, as one process using every thread against one process per core.
+machine's cores, as one process using every thread against several one-thread processes
+(one per core, and more processes than cores).
 
 Each worker trains the same small model on fixed batches of the default task: a CoT-SFT
 step (full teacher-forced sequence) and a final-stage Coconut step (6 thoughts, cached
-passes), alternating. Both layouts do the same number of steps per round; rounds
-alternate between the layouts, so drift in machine speed hits both alike.
+passes), alternating. Every layout does the same number of steps per round in total;
+rounds alternate between the layouts, so drift in machine speed hits all alike.
 
-    python bench/parallel_training.py [--threads 2] [--steps 20] [--rounds 3]
+    python bench/parallel_training.py [--threads 2] [--processes 2,3] [--steps 24] [--rounds 3]
 """
 
 import argparse
@@ -57,31 +58,37 @@ def _worker(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=2, help="cores to use")
-    ap.add_argument("--steps", type=int, default=20, help="steps per process per round")
+    ap.add_argument("--processes", default="2,3", help="one-thread process counts to compare, comma-separated")
+    ap.add_argument("--steps", type=int, default=24, help="steps per round, in total (divisible by every count)")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    counts = [int(n) for n in args.processes.split(",")]
+    if any(args.steps % n for n in counts):
+        ap.error(f"--steps {args.steps} must be divisible by every process count in {counts}")
     ctx = multiprocessing.get_context("spawn")
-    one, side_by_side = [], []
+    rates = {"one": [], **{n: [] for n in counts}}
     for _ in range(args.rounds):
-        # one process with every thread: `threads` x `steps` steps, one after another
+        # one process with every thread, all the steps one after another
         with ctx.Pool(1) as pool:
-            began, ended = pool.apply(run_steps, (args.threads, args.threads * args.steps))
-        one.append(args.threads * args.steps / (ended - began))
-        # one one-thread process per core, `steps` each, started together
-        with ctx.Manager() as manager:
-            start = manager.Barrier(args.threads)
-            with ctx.Pool(args.threads) as pool:
-                spans = pool.map(_worker, [(1, args.steps, start)] * args.threads)
-        side_by_side.append(args.threads * args.steps / (max(e for _, e in spans) - min(b for b, _ in spans)))
+            began, ended = pool.apply(run_steps, (args.threads, args.steps))
+        rates["one"].append(args.steps / (ended - began))
+        # n one-thread processes sharing the steps, started together
+        for n in counts:
+            with ctx.Manager() as manager:
+                start = manager.Barrier(n)
+                with ctx.Pool(n) as pool:
+                    spans = pool.map(_worker, [(1, args.steps // n, start)] * n)
+            rates[n].append(args.steps / (max(e for _, e in spans) - min(b for b, _ in spans)))
     median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     print(f"training steps per second (batch 32, CoT and final-stage Coconut steps alternating), "
-          f"{args.rounds} alternating rounds:")
-    print(f"  one process, {args.threads} threads:          {median(one):6.2f}  "
-          f"(rounds: {', '.join(f'{x:.2f}' for x in one)})")
-    print(f"  {args.threads} processes, 1 thread each:      {median(side_by_side):6.2f}  "
-          f"(rounds: {', '.join(f'{x:.2f}' for x in side_by_side)})")
-    print(f"  side by side / one process: {median(side_by_side) / median(one):.2f}x  "
-          f"(per round: {', '.join(f'{b / a:.2f}' for a, b in zip(one, side_by_side))})")
+          f"{args.rounds} alternating rounds, {args.steps} steps per layout per round:")
+    print(f"  one process, {args.threads} threads:    {median(rates['one']):6.2f}  "
+          f"(rounds: {', '.join(f'{x:.2f}' for x in rates['one'])})")
+    for n in counts:
+        print(f"  {n} processes, 1 thread each: {median(rates[n]):6.2f}  "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in rates[n])});  "
+              f"/ one process: {median(rates[n]) / median(rates['one']):.2f}x "
+              f"(per round: {', '.join(f'{b / a:.2f}' for a, b in zip(rates['one'], rates[n]))})")
 
 
 if __name__ == "__main__":

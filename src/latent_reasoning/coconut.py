@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from .formats import IGNORE, prompt_text
 from .latent import LatentBatch, layout
@@ -32,6 +33,12 @@ from .schema import Example
 from .tokenizer import BOT, EOT, LATENT, PAUSE
 
 VARIANTS = ("coconut", "no_curriculum", "no_thought", "pause_as_thought", "pause_token")
+MODELS_ROOT = "models/coconut"  # the coconut stage's output: one model folder per variant
+
+
+def model_dir(variant: str, root: str | Path = MODELS_ROOT) -> Path:
+    """Where the coconut stage saves a variant's model (and evaluation loads it)."""
+    return Path(root) / variant
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class CoconutConfig:
     warmup_steps: int = 20
     eval_every: int = 125
     variants: tuple = VARIANTS
-    jobs: int = 2  # variants trained side by side, one process each (base.threads split among them)
+    jobs: int = 5  # variants trained at once, one process each (see parallel.py)
 
     def __post_init__(self):
         if self.c_thought < 1 or self.max_latent_stage < 1:

@@ -4,10 +4,9 @@ the shared latent forward. Each starts from the CoT-SFT model (pause_token: from
 model, as No-CoT). Validation accuracy is logged per stage; the model kept is the best
 at the final stage.
 
-The variants are independent, so `coconut.jobs` of them train side by side, one process
-each, with `base.threads` split among them. This model's matmuls are too small to keep
-two threads busy: on the 2-core machine two one-thread processes do about 1.2x the
-training steps per second of one two-thread process (bench/parallel_training.py).
+The variants are independent, so `coconut.jobs` of them train at once, one process each
+(parallel.run_jobs). The default, all five at once with one thread each on the 2-core
+machine, shares the cores among them, so that none idles while the last variant finishes.
 
 Writes models/coconut/<variant>, the DVCLive logs in reports/train/coconut/<variant> and a
 summary of every variant in reports/train/coconut.json."""
@@ -15,7 +14,6 @@ summary of every variant in reports/train/coconut.json."""
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import random
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from ..config import load_params
 from ..evaluation import evaluate
 from ..latent import latent_forward
 from ..modeling import build_model, load_checkpoint
+from ..parallel import run_jobs, threads_per_job
 from ..schema import read_jsonl
 from ..tokenizer import LATENT_TOKENS, load_tokenizer
 from ..train_loop import make_optimizer, open_live, train
@@ -36,7 +35,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
     params = load_params(args.params)
     cfg = params.coconut
     torch.set_num_threads(threads)
-    out = Path(args.out) / variant
+    out = coconut.model_dir(variant, args.out)
 
     tokenizer = load_tokenizer(args.tokenizer)
     if variant == "pause_token":
@@ -113,24 +112,18 @@ def main():
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--cot", default="models/cot", help="the CoT-SFT model to start from")
     ap.add_argument("--tokenizer", default="models/tokenizer")
-    ap.add_argument("--out", default="models/coconut", help="one model folder per variant")
+    ap.add_argument("--out", default=coconut.MODELS_ROOT, help="one model folder per variant")
     ap.add_argument("--live-dir", default="reports/train/coconut", help="one DVCLive folder per variant")
     ap.add_argument("--summary", default="reports/train/coconut.json")
     args = ap.parse_args()
     params = load_params(args.params)
     variants = list(dict.fromkeys(args.variant or params.coconut.variants))  # each once
     jobs = min(params.coconut.jobs, len(variants))
-    threads = max(1, params.base.threads // jobs)
-    # in the order listed: the variants with thoughts (the longest) start first
-    tasks = [(variant, args, threads) for variant in variants]
-    if jobs == 1:
-        results = dict(map(_train_one, tasks))
-    else:
-        # spawn, not fork: a forked child would inherit this process's thread pools; one
-        # failed variant stops the stage (leaving the pool terminates the others)
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            results = dict(pool.imap_unordered(_train_one, tasks))
-    summary = {variant: results[variant] for variant in variants}
+    threads = threads_per_job(params.base.threads, jobs)
+    # in the order listed: with fewer jobs than variants, those with thoughts (the
+    # longest) start first
+    results = run_jobs(_train_one, [(variant, args, threads) for variant in variants], jobs)
+    summary = dict(results)
     Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
     Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
     for variant, s in summary.items():

@@ -29,7 +29,7 @@ def main():
     params = load_params(args.params)
     check_method(args.method)
     torch.set_num_threads(params.base.threads)
-    default_dir = f"models/coconut/{args.method}" if args.method in coconut.VARIANTS else f"models/{args.method}"
+    default_dir = coconut.model_dir(args.method) if args.method in coconut.VARIANTS else f"models/{args.method}"
     model_dir = Path(args.model or default_dir)
     out = Path(args.out or f"reports/eval/{args.method}")
     (out / "predictions").mkdir(parents=True, exist_ok=True)
