@@ -1,13 +1,13 @@
 """Independent training runs side by side, one process each.
 
 This project's models are small: their matmuls cannot keep two threads busy, so on the
-2-core machine two one-thread processes do about 1.2-1.3x the training steps per second
-of one two-thread process (bench/parallel_training.py). Stages that train several
-independent models (cot and nocot; the Coconut variants) hand them to `run_jobs`.
+2-core machine two one-thread processes do about 1.3x the training steps per second of
+one two-thread process (bench/parallel_training.py). The coconut stage hands its
+independent variants to `run_jobs`.
 
 More jobs than cores is allowed: every process then gets one thread and the cores are
-shared. That costs a few percent of throughput, but no core idles while the last run
-finishes alone. A run's thread count depends on `threads` and `jobs` only, never on
+shared. In the bench, three or five one-thread processes on two cores do about as many
+steps per second as two, and no core idles while the last run finishes alone. A run's thread count depends on `threads` and `jobs` only, never on
 timing, so its result is reproducible; any jobs >= threads gives every run one thread
 and the same results.
 """
