@@ -21,7 +21,7 @@ from latent_reasoning.formats import prompt_text
 from latent_reasoning.generation import generate
 from latent_reasoning.latent import latent_forward
 from latent_reasoning.tokenizer import BOT, EOT
-from setup import bench_setup
+from setup import bench_setup, median
 from transformers import DynamicCache
 
 THOUGHTS, NEW_TOKENS = 6, 16
@@ -87,7 +87,7 @@ def main():
     for _ in range(args.rounds):
         fast_rounds.append(len(prompts) / timed(batched))
         slow_rounds.append(len(ref_prompts) / timed(lambda: [reference_generate(model, p, eot) for p in ref_prompts]))
-    fast, slow = sorted(fast_rounds)[len(fast_rounds) // 2], sorted(slow_rounds)[len(slow_rounds) // 2]
+    fast, slow = median(fast_rounds), median(slow_rounds)
     # the two must agree (same greedy tokens) for the comparison to mean anything
     same = batched()[: len(ref_prompts)] == [reference_generate(model, p, eot) for p in ref_prompts]
     print(f"generation ({THOUGHTS} thoughts + {NEW_TOKENS} tokens per question):")
@@ -135,7 +135,7 @@ def main():
     for _ in range(args.train_steps):  # interleaved, so drift in machine load hits both alike
         t_plain.append(timed(plain_step))
         t_latent.append(timed(latent_step))
-    p, l = sorted(t_plain)[len(t_plain) // 2], sorted(t_latent)[len(t_latent) // 2]
+    p, l = median(t_plain), median(t_latent)
     print(f"training step (batch 32, {int(latent_batch.n_latents.max())} thoughts, "
           f"{latent_batch.input_ids.shape[1]} columns), median of {args.train_steps}:")
     print(f"  plain teacher-forced: {1000 * p:7.1f} ms")

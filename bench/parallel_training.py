@@ -19,7 +19,7 @@ import torch
 
 from latent_reasoning import coconut
 from latent_reasoning.latent import latent_forward
-from setup import bench_setup
+from setup import bench_setup, median
 
 
 def run_steps(threads: int, steps: int, start=None) -> tuple[float, float]:
@@ -79,7 +79,6 @@ def main():
                 with ctx.Pool(n) as pool:
                     spans = pool.map(_worker, [(1, args.steps // n, start)] * n)
             rates[n].append(args.steps / (max(e for _, e in spans) - min(b for b, _ in spans)))
-    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     print(f"training steps per second (batch 32, CoT and final-stage Coconut steps alternating), "
           f"{args.rounds} alternating rounds, {args.steps} steps per layout per round:")
     print(f"  one process, {args.threads} threads:    {median(rates['one']):6.2f}  "

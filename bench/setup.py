@@ -1,5 +1,6 @@
-"""The model and data both benchmarks time: the default task's generator and tokenizer,
-a freshly initialised GPT-2-style model (4 layers x 128 unless told otherwise)."""
+"""What both benchmarks share: the model and data they time (the default task's generator
+and tokenizer, a freshly initialised GPT-2-style model, 4 layers x 128 unless told
+otherwise), and how they summarise repeated timings."""
 
 import torch
 
@@ -18,3 +19,8 @@ def bench_setup(threads: int, test_size: int, n_layer: int = 4, n_embd: int = 12
     tok = build_tokenizer(prompt_text(ex) + target_text(ex, "cot") for ex in data["train"])
     model = build_model(ModelConfig(n_layer=n_layer, n_embd=n_embd, n_head=4), tok)
     return data, tok, model
+
+
+def median(xs):
+    """The middle value (the upper one of an even count): a timing that was measured."""
+    return sorted(xs)[len(xs) // 2]
