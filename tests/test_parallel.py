@@ -1,10 +1,11 @@
-"""parallel.run_jobs: results in task order, in-process for one job, errors surface."""
+"""parallel.run_jobs: results in task order, in-process for one job, failures surface."""
 
 import os
+import time
 
 import pytest
 
-from latent_reasoning.parallel import run_jobs, threads_per_job
+from latent_reasoning.parallel import JobTraceback, run_jobs, threads_per_job
 
 
 def test_results_in_task_order_across_processes():
@@ -22,11 +23,45 @@ def test_one_job_runs_in_this_process():
     assert run_jobs(_pid, [0, 1], jobs=1) == [os.getpid()] * 2
 
 
-def test_a_failing_task_raises():
-    with pytest.raises(ValueError, match="invalid literal"):
+def test_a_failing_task_raises_with_its_traceback():
+    with pytest.raises(ValueError, match="invalid literal") as info:
         run_jobs(int, ["1", "not a number", "3"], jobs=2)
+    cause = info.value.__cause__
+    assert isinstance(cause, JobTraceback)
+    assert "task 1 ('not a number')" in str(cause) and "Traceback" in str(cause)
     with pytest.raises(ValueError, match="jobs"):
         run_jobs(abs, [1], jobs=0)
+
+
+def _fail_or_sleep(seconds):
+    if seconds == 0:
+        raise KeyError("fails at once")
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.timeout(120)  # without the terminate, run_jobs would wait out the sleeper
+def test_a_failure_terminates_the_other_jobs():
+    with pytest.raises(KeyError, match="fails at once"):
+        run_jobs(_fail_or_sleep, [600, 0], jobs=2)
+
+
+def _die(_):
+    os._exit(3)  # as if killed from outside: no result, no exception
+
+
+def test_a_process_that_dies_is_an_error_not_a_hang():
+    with pytest.raises(RuntimeError, match="task 0 .* exited with code 3 without a result"):
+        run_jobs(_die, [0, 1], jobs=2)
+
+
+def _lambda_result(_):
+    return lambda: None  # does not pickle
+
+
+def test_a_result_that_does_not_pickle_is_an_error():
+    with pytest.raises(RuntimeError, match="could not be pickled"):
+        run_jobs(_lambda_result, [0, 1], jobs=2)
 
 
 def test_threads_per_job():

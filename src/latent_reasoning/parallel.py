@@ -7,14 +7,22 @@ independent variants to `run_jobs`.
 
 More jobs than cores is allowed: every process then gets one thread and the cores are
 shared. In the bench, three or five one-thread processes on two cores do about as many
-steps per second as two, and no core idles while the last run finishes alone. A run's thread count depends on `threads` and `jobs` only, never on
-timing, so its result is reproducible; any jobs >= threads gives every run one thread
-and the same results.
-"""
+steps per second as two, and no core idles while the last run finishes alone.
+A run's thread count depends on `threads` and `jobs` only, never on timing, so its result
+is reproducible; any jobs >= threads gives every run one thread and the same results.
+
+Why not multiprocessing.Pool: a CI run hung in the test where a task fails, that is in
+Pool's failure path (terminate() and its three handler threads); 330 runs here did not
+hang, so the cause is not pinned down. And a worker that dies without a result (killed
+when out of memory) leaves Pool waiting forever: checked. Here each task gets its own
+process and pipe, a failure or a death is seen at once, and the other processes are
+terminated."""
 
 from __future__ import annotations
 
 import multiprocessing
+import traceback
+from multiprocessing.connection import wait
 from typing import Callable
 
 
@@ -22,22 +30,71 @@ def threads_per_job(threads: int, jobs: int) -> int:
     return max(1, threads // jobs)
 
 
+class JobTraceback(Exception):
+    """The traceback of a job's exception, as text from its process (the cause of the
+    exception `run_jobs` re-raises)."""
+
+
 def run_jobs(worker: Callable, tasks: list, jobs: int) -> list:
     """worker(task) for every task, `jobs` processes at a time; results in task order.
 
     `worker` must be a module-level function (it is pickled into spawned processes).
-    jobs == 1 runs the tasks one after another in this process. If one task fails, the
-    error is raised at once and the other processes are terminated."""
+    jobs == 1 runs the tasks one after another in this process. If a task raises, its
+    exception is raised here (its traceback as the cause) and the other processes are
+    terminated; a process that dies without a result raises RuntimeError."""
     if jobs < 1:
         raise ValueError(f"run_jobs: jobs must be >= 1, got {jobs}")
     if jobs == 1 or len(tasks) <= 1:
         return [worker(task) for task in tasks]
     # spawn, not fork: a forked child would inherit this process's thread pools
-    with multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks))) as pool:
-        done = dict(pool.imap_unordered(_indexed, [(worker, i, task) for i, task in enumerate(tasks)]))
-    return [done[i] for i in range(len(tasks))]
+    context = multiprocessing.get_context("spawn")
+    waiting = list(enumerate(tasks))
+    running = {}  # the reading end of each job's pipe -> (task index, process)
+    results = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                i, task = waiting.pop(0)
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(target=_run_job, args=(worker, task, writer), daemon=True)
+                process.start()
+                # the child now holds the only writing end, so the reader sees EOF if it dies
+                writer.close()
+                running[reader] = (i, process)
+            for reader in wait(list(running)):
+                i, process = running.pop(reader)
+                try:
+                    ok, value = reader.recv()
+                except EOFError:
+                    process.join()
+                    raise RuntimeError(f"run_jobs: the process of task {i} ({tasks[i]!r}) exited "
+                                       f"with code {process.exitcode} without a result "
+                                       "(killed from outside, e.g. out of memory?)") from None
+                finally:
+                    reader.close()
+                process.join()
+                if not ok:
+                    error, text = value
+                    raise error from JobTraceback(f"in the process of task {i} ({tasks[i]!r}):\n{text}")
+                results[i] = value
+    finally:
+        for reader, (_, process) in running.items():  # left running only if a task failed
+            process.terminate()
+            process.join()
+            reader.close()
+    return [results[i] for i in range(len(tasks))]
 
 
-def _indexed(item):
-    worker, i, task = item
-    return i, worker(task)
+def _run_job(worker, task, writer):  # runs in the child process
+    try:
+        outcome = (True, worker(task))
+    except BaseException as error:  # noqa: BLE001 (every failure goes back to the parent)
+        text = traceback.format_exc()
+        outcome = (False, (error, text))
+    try:
+        writer.send(outcome)
+    except Exception:  # the result or the exception does not pickle: send why, as text
+        original = "" if outcome[0] else outcome[1][1]
+        writer.send((False, (RuntimeError("run_jobs: the task's result or exception could not be pickled"),
+                             original + traceback.format_exc())))
+    writer.close()
