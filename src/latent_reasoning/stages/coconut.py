@@ -118,11 +118,13 @@ def main():
     args = ap.parse_args()
     params = load_params(args.params)
     variants = list(dict.fromkeys(args.variant or params.coconut.variants))  # each once
-    jobs = min(params.coconut.jobs, len(variants))
-    threads = threads_per_job(params.base.threads, jobs)
+    # threads from the setting, not from how many variants run now: a lone `--variant X`
+    # then computes with the thread count it has in the pipeline, and gives the same model
+    threads = threads_per_job(params.base.threads, params.coconut.jobs)
     # in the order listed: with fewer jobs than variants, those with thoughts (the
     # longest) start first
-    results = run_jobs(_train_one, [(variant, args, threads) for variant in variants], jobs)
+    results = run_jobs(_train_one, [(variant, args, threads) for variant in variants],
+                       params.coconut.jobs)
     summary = dict(results)
     Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
     Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
