@@ -65,14 +65,15 @@ def run_jobs(worker: Callable, tasks: list, jobs: int) -> list:
                 i, process = running.pop(reader)
                 try:
                     ok, value = reader.recv()
-                except EOFError:
-                    process.join()
-                    raise RuntimeError(f"run_jobs: the process of task {i} ({tasks[i]!r}) exited "
-                                       f"with code {process.exitcode} without a result "
-                                       "(killed from outside, e.g. out of memory?)") from None
+                except EOFError:  # the process ended without sending anything
+                    ok, value = None, None
                 finally:
                     reader.close()
                 process.join()
+                if ok is None:
+                    raise RuntimeError(f"run_jobs: the process of task {i} ({tasks[i]!r}) exited "
+                                       f"with code {process.exitcode} without a result "
+                                       "(killed from outside, e.g. out of memory?)")
                 if not ok:
                     error, text = value
                     raise error from JobTraceback(f"in the process of task {i} ({tasks[i]!r}):\n{text}")
@@ -86,6 +87,7 @@ def run_jobs(worker: Callable, tasks: list, jobs: int) -> list:
 
 
 def _run_job(worker, task, writer):  # runs in the child process
+    text = ""  # the task's traceback, if it raised
     try:
         outcome = (True, worker(task))
     except BaseException as error:  # noqa: BLE001 (every failure goes back to the parent)
@@ -94,7 +96,6 @@ def _run_job(worker, task, writer):  # runs in the child process
     try:
         writer.send(outcome)
     except Exception:  # the result or the exception does not pickle: send why, as text
-        original = "" if outcome[0] else outcome[1][1]
         writer.send((False, (RuntimeError("run_jobs: the task's result or exception could not be pickled"),
-                             original + traceback.format_exc())))
+                             text + traceback.format_exc())))
     writer.close()
