@@ -4,13 +4,9 @@ The training loop sorts examples by length within windows of 32 batches (train_l
 to save padding. On this task, question length follows the number of steps so closely
 that every bucketed batch holds problems of one step count only. This runner passes
 `length=None` to the loop, so each batch is a random draw of the training set; everything
-else is the committed stage. Usage, from the repository root after `dvc repro`:
+else is the committed stage. The trials ran it through the shared trial script:
 
-    python reports/experiments/random_batches/unsorted_batches.py --variant coconut \\
-        --params P --out D/models --live-dir D/live --summary D/train_summary.json
-
-with P a copy of params.yaml with base.threads 1 (as in the pipeline), then
-`python -m latent_reasoning.stages.evaluate --method coconut --params P --model D/models/coconut`.
+    bash reports/experiments/trial.sh D coconut 'pass' reports/experiments/random_batches/unsorted_batches.py
 """
 import sys
 
