@@ -50,6 +50,10 @@ class CoconutConfig:
     pad_latent_to_max: bool = False  # always max_latent_stage*c thoughts, whatever the stage
     uniform_prob: float = 0.0  # chance an example is drawn at a random earlier stage
     reset_optimizer: bool = True  # a fresh optimizer at every stage switch
+    # batches of similar length save padding, but on generated data question length follows
+    # the number of steps, so each such batch holds one step count, and the answer-only
+    # final stage learned less from them (README, trials Q and R): off by default
+    length_buckets: bool = False
     lr: float = 1e-3
     final_lr: float = 1e-3
     batch_size: int = 32

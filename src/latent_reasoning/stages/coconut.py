@@ -85,7 +85,8 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
             model, train_examples, stage_cfg, live=live, optimizer=optimizer, out_dir=out,
             seed=params.base.seed + stage, loss_fn=loss_fn, validate=validate, save=save,
             make_batch=lambda exs, stage=stage: coconut.make_batch(tokenizer, exs, variant, stage, cfg, rng),
-            length=lambda ex: len(ex.question) + 8 * len(ex.steps), desc=variant)
+            length=(lambda ex: len(ex.question) + 8 * len(ex.steps)) if cfg.length_buckets else None,
+            desc=variant)
         history.append({"stage": stage, **summary})
         print(f"{variant}: stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
 
