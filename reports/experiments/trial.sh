@@ -3,17 +3,16 @@
 # variant trains in the pipeline), a single variant trained from the committed CoT model,
 # then evaluated on every test set. Run from the repository root after `dvc repro` (it
 # needs data/prepared, models/tokenizer and models/cot).
-#   usage: trial.sh OUT_DIR VARIANT 'python statement editing the params dict p' [RUNNER]
-# RUNNER: a script to train with instead of `python -m latent_reasoning.stages.coconut`
-# (same arguments), e.g. random_batches/unsorted_batches.py. Writes OUT_DIR/params.yaml,
-# OUT_DIR/train_summary.json, OUT_DIR/eval/metrics.json (and the model, logs).
-# The trials in these folders:
-#   final_stage_schedule/min_lr_0:      trial.sh D coconut 'p["train"]["min_lr_ratio"] = 0.0'
-#   final_stage_schedule/curriculum_50: trial.sh D coconut 'p["coconut"]["steps_per_stage"] = 50; p["coconut"]["final_stage_steps"] = 1350'
-#   random_batches:  trial.sh D V 'pass' reports/experiments/random_batches/unsorted_batches.py   (V: coconut, no_curriculum)
-#   seeds/seed_S:    trial.sh D V 'p["base"]["seed"] = S'                                         (S: 1, 2)
+#   usage: trial.sh OUT_DIR VARIANT 'python statement editing the params dict p'
+# Writes OUT_DIR/params.yaml, OUT_DIR/train_summary.json, OUT_DIR/eval/metrics.json (and
+# the model, logs). The trials in these folders (length_buckets was then the default):
+#   final_stage_schedule/min_lr_0:      trial.sh D coconut 'B; p["train"]["min_lr_ratio"] = 0.0'
+#   final_stage_schedule/curriculum_50: trial.sh D coconut 'B; p["coconut"]["steps_per_stage"] = 50; p["coconut"]["final_stage_steps"] = 1350'
+#   seeds/seed_S:                       trial.sh D V 'B; p["base"]["seed"] = S'     (S: 1, 2; V: coconut, no_curriculum)
+#   random_batches/seed_S:              trial.sh D V 'p["base"]["seed"] = S'        (S: 0 in the folder itself, 1, 2)
+# with B standing for p["coconut"]["length_buckets"] = True
 set -euo pipefail
-out=$1; variant=$2; edit=$3; runner=${4:-}
+out=$1; variant=$2; edit=$3
 mkdir -p "$out"
 python - "$out" "$edit" <<'PY'
 import sys, yaml
@@ -24,8 +23,7 @@ exec(edit)
 yaml.safe_dump(p, open(f"{out}/params.yaml", "w"), sort_keys=False)
 PY
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1
-if [ -n "$runner" ]; then train=(python "$runner"); else train=(python -m latent_reasoning.stages.coconut); fi
-"${train[@]}" --variant "$variant" --params "$out/params.yaml" \
+python -m latent_reasoning.stages.coconut --variant "$variant" --params "$out/params.yaml" \
     --out "$out/models" --live-dir "$out/live" --summary "$out/train_summary.json"
 python -m latent_reasoning.stages.evaluate --method "$variant" --params "$out/params.yaml" \
     --model "$out/models/$variant" --out "$out/eval"
