@@ -53,3 +53,22 @@ def test_training_lowers_the_loss(tmp_path):
     assert len(accuracies) == 2 and summary["best_step"] == 20
     assert (tmp_path / "model" / "config.json").exists()
     assert (tmp_path / "live" / "metrics.json").exists()
+
+
+def test_train_buckets_by_length_only_when_the_config_says_so(tmp_path):
+    examples = [[0] * n for n in range(1, 101)]
+    model = torch.nn.Linear(1, 1)
+    spreads = {}
+    for buckets in (True, False):
+        seen = []
+
+        def make_batch(batch):
+            seen.append([len(x) for x in batch])
+            return {"x": torch.ones(len(batch), 1)}
+
+        cfg = TrainConfig(max_steps=10, batch_size=10, warmup_steps=0, log_every=5, length_buckets=buckets)
+        train(model, examples, cfg, make_batch=make_batch, loss_fn=lambda m, b: m(b["x"]).pow(2).mean(),
+              out_dir=tmp_path / "model", live_dir=tmp_path / f"live_{buckets}", save=lambda m, d: None, length=len)
+        assert sorted(n for b in seen for n in b) == list(range(1, 101))  # one epoch, every example once
+        spreads[buckets] = sum(max(b) - min(b) for b in seen) / len(seen)
+    assert spreads[True] < 15 < 50 < spreads[False], spreads

@@ -93,6 +93,10 @@ class TrainConfig:
     eval_every: int = 400  # validation accuracy (greedy generation) every N steps
     eval_size: int = 300
     log_every: int = 10
+    # batches of similar length (less padding). On generated data a batch then holds one
+    # step count; random batches gave CoT 97.8% on gsm against 94.6%, but took 1.8x as long
+    # (README, "How the default was chosen")
+    length_buckets: bool = True
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "eval_every", "eval_size", "log_every"):

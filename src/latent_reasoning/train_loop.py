@@ -80,6 +80,7 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
     """Train `model` in place; the best (by validation accuracy) checkpoint is saved to
     `out_dir` via `save(model, out_dir)` (default: save_pretrained). Returns a summary.
 
+    `length(example)` is what `cfg.length_buckets` groups batches by.
     A multi-stage method calls this once per stage, passing its own `live` (kept open)
     and, to keep the optimizer's state across stages, its `optimizer`. `desc` names the
     run in the progress output (several may share one terminal)."""
@@ -94,7 +95,7 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
     live = live or open_live(live_dir)
     best_acc, best_step, history = -1.0, -1, []
     started = time.time()
-    data = batches(train_examples, cfg.batch_size, seed, length)
+    data = batches(train_examples, cfg.batch_size, seed, length if cfg.length_buckets else None)
     bar = tqdm(range(cfg.max_steps), desc=desc, mininterval=5, disable=not accelerator.is_main_process)
     for step in bar:
         for group in optimizer.param_groups:

@@ -61,7 +61,8 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
         final = stage == cfg.final_stage
         stage_cfg = dataclasses.replace(
             params.train, max_steps=steps, batch_size=cfg.batch_size, lr=cfg.final_lr if final else cfg.lr,
-            warmup_steps=min(cfg.warmup_steps, steps), eval_every=cfg.eval_every)
+            warmup_steps=min(cfg.warmup_steps, steps), eval_every=cfg.eval_every,
+            length_buckets=cfg.length_buckets)
         if cfg.reset_optimizer or optimizer is None:
             optimizer = make_optimizer(model, stage_cfg)
         print(f"{variant}: stage {stage}{' (final)' if final else ''}, {steps} steps, "
@@ -85,7 +86,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
             model, train_examples, stage_cfg, live=live, optimizer=optimizer, out_dir=out,
             seed=params.base.seed + stage, loss_fn=loss_fn, validate=validate, save=save,
             make_batch=lambda exs, stage=stage: coconut.make_batch(tokenizer, exs, variant, stage, cfg, rng),
-            length=(lambda ex: len(ex.question) + 8 * len(ex.steps)) if cfg.length_buckets else None,
+            length=lambda ex: len(ex.question) + 8 * len(ex.steps),
             desc=variant)
         history.append({"stage": stage, **summary})
         print(f"{variant}: stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
