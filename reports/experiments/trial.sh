@@ -10,7 +10,11 @@
 #   final_stage_schedule/curriculum_50: trial.sh D coconut 'B; p["coconut"]["steps_per_stage"] = 50; p["coconut"]["final_stage_steps"] = 1350'
 #   seeds/seed_S:                       trial.sh D V 'B; p["base"]["seed"] = S'     (S: 1, 2; V: coconut, no_curriculum)
 #   random_batches/seed_S:              trial.sh D V 'p["base"]["seed"] = S'        (S: 0 in the folder itself, 1, 2)
-# with B standing for p["coconut"]["length_buckets"] = True
+# with B standing for p["coconut"]["length_buckets"] = True; all of those from the CoT model
+# trained on bucketed batches (before 6dc4dbc). From the random-batch CoT model (e8a32c1):
+#   random_cot_seeds/seed_S:            trial.sh D V 'p["base"]["seed"] = S'        (S: 1, 2)
+#   final_stage_2000:                   trial.sh D V 'p["coconut"]["final_stage_steps"] = 2000'
+# (those four ran at once; their train_summary_*.json are the models' per-stage histories)
 set -euo pipefail
 out=$1; variant=$2; edit=$3
 mkdir -p "$out"
