@@ -14,7 +14,9 @@
 # trained on bucketed batches (before 6dc4dbc). From the random-batch CoT model (e8a32c1):
 #   random_cot_seeds/seed_S:            trial.sh D V 'p["base"]["seed"] = S'        (S: 1, 2)
 #   final_stage_2000:                   trial.sh D V 'p["coconut"]["final_stage_steps"] = 2000'
-# (those four ran at once; their train_summary_*.json are the models' per-stage histories)
+# (those four ran at once), then, two at once:
+#   final_stage_1500:                   trial.sh D V 'p["coconut"]["final_stage_steps"] = 1500'
+# (their train_summary_*.json are the models' per-stage histories)
 set -euo pipefail
 out=$1; variant=$2; edit=$3
 mkdir -p "$out"
