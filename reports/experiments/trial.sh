@@ -16,6 +16,7 @@
 #   final_stage_2000:                   trial.sh D V 'p["coconut"]["final_stage_steps"] = 2000'
 # (those four ran at once), then, two at once:
 #   final_stage_1500:                   trial.sh D V 'p["coconut"]["final_stage_steps"] = 1500'
+#   final_stage_1500/seed_S:            trial.sh D coconut 'p["coconut"]["final_stage_steps"] = 1500; p["base"]["seed"] = S'
 # (their train_summary_*.json are the models' per-stage histories)
 set -euo pipefail
 out=$1; variant=$2; edit=$3
