@@ -12,13 +12,18 @@
 #   random_batches/seed_S:              trial.sh D V 'p["base"]["seed"] = S'        (S: 0 in the folder itself, 1, 2)
 # with B standing for p["coconut"]["length_buckets"] = True; all of those from the CoT model
 # trained on bucketed batches (before 6dc4dbc). From the random-batch CoT model (e8a32c1):
-#   random_cot_seeds/seed_S:            trial.sh D V 'p["base"]["seed"] = S'        (S: 1, 2)
+#   random_cot_seeds/seed_S:            trial.sh D V 'p["base"]["seed"] = S'        (S: 1, 2; later 3, 4)
 #   final_stage_2000:                   trial.sh D V 'p["coconut"]["final_stage_steps"] = 2000'
 # (those four ran at once), then, two at once:
 #   final_stage_1500:                   trial.sh D V 'p["coconut"]["final_stage_steps"] = 1500'
 #   final_stage_1500/seed_S:            trial.sh D coconut 'p["coconut"]["final_stage_steps"] = 1500; p["base"]["seed"] = S'
+# and, four at once (seeds 3 and 4 beside curriculum_250, seeds 0 and 1):
+#   curriculum_250[/seed_S]:            trial.sh D V 'p["coconut"]["steps_per_stage"] = 250; p["base"]["seed"] = S'
 # (their train_summary_*.json are the models' per-stage histories)
 set -euo pipefail
+# The body is one block, so bash reads all of it before running any: bash reads a script
+# as it goes, and an edit to this file while a trial ran once made it rerun the training.
+{
 out=$1; variant=$2; edit=$3
 mkdir -p "$out"
 python - "$out" "$edit" <<'PY'
@@ -34,3 +39,5 @@ python -m latent_reasoning.stages.coconut --variant "$variant" --params "$out/pa
     --out "$out/models" --live-dir "$out/live" --summary "$out/train_summary.json"
 python -m latent_reasoning.stages.evaluate --method "$variant" --params "$out/params.yaml" \
     --model "$out/models/$variant" --out "$out/eval"
+exit
+}
