@@ -16,8 +16,10 @@
 #   final_stage_2000:                   trial.sh D V 'p["coconut"]["final_stage_steps"] = 2000'
 # (those four ran at once), then, two at once:
 #   final_stage_1500:                   trial.sh D V 'p["coconut"]["final_stage_steps"] = 1500'
-#   final_stage_1500/seed_S:            trial.sh D coconut 'p["coconut"]["final_stage_steps"] = 1500; p["base"]["seed"] = S'
-# and, four at once (seeds 3 and 4 beside curriculum_250, seeds 0 and 1):
+#   final_stage_1500/seed_S:            trial.sh D V 'p["coconut"]["final_stage_steps"] = 1500; p["base"]["seed"] = S'
+#                                       (V: coconut; no_curriculum later)
+# and, four at a time (seeds 3 and 4 beside curriculum_250 seeds 0 and 1; then its seed 2
+# beside no_curriculum of final_stage_1500/seed_S, eight at once for a while):
 #   curriculum_250[/seed_S]:            trial.sh D V 'p["coconut"]["steps_per_stage"] = 250; p["base"]["seed"] = S'
 # (their train_summary_*.json are the models' per-stage histories)
 set -euo pipefail
