@@ -26,7 +26,9 @@
 # (their train_summary_*.json are the models' per-stage histories)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
-# as it goes, and an edit to this file while a trial ran once made it rerun the training.
+# as it goes, and an edit to this file while a trial ran once made it rerun the training
+# (random_cot_seeds/seed_4 and curriculum_250/seed_1 trained twice; the two runs' validation
+# histories are identical, and the evaluate command below was then run by hand).
 {
 out=$1; variant=$2; edit=$3
 mkdir -p "$out"
