@@ -21,7 +21,7 @@
 # and, four at a time (seeds 3 and 4 beside curriculum_250 seeds 0 and 1; then its seed 2
 # beside no_curriculum of final_stage_1500/seed_S, eight at once for a while):
 #   curriculum_250[/seed_S]:            trial.sh D V 'p["coconut"]["steps_per_stage"] = 250; p["base"]["seed"] = S'
-# then three at once (S: 0 in the folder itself, 1, 2):
+# then three at once (S: 0 in the folder itself, 1, 2), then two (S: 3, 4):
 #   no_curriculum_1050[/seed_S]:        trial.sh D no_curriculum 'p["coconut"]["final_stage_steps"] = 600; p["base"]["seed"] = S'
 # (their train_summary_*.json are the models' per-stage histories)
 set -euo pipefail
