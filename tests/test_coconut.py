@@ -76,7 +76,9 @@ def test_inference_prompts(setup):
 def test_schedules():
     cfg = CoconutConfig(max_latent_stage=3, steps_per_stage=10, final_stage_steps=30)
     assert coconut.stages("coconut", cfg) == [(1, 10), (2, 10), (3, 10), (4, 30)]
-    assert coconut.stages("no_curriculum", cfg) == [(4, 60)]  # same budget, final stage only
+    # the final stage only, for as many steps as Coconut's final stage (the reference's `resume`)
+    assert coconut.stages("no_curriculum", cfg) == [(4, 30)]
+    assert coconut.stages("pause_token", cfg) == [(4, 60)]  # Coconut's whole budget, as No-CoT trains
 
 
 def test_make_batch_aligns_bot_and_mixes_stages(setup):

@@ -11,12 +11,14 @@ max_latent_stage*c. A training sequence is
 with the loss on the remaining steps and the answer only. The variants:
 
     coconut           the curriculum, from the CoT-SFT model
-    no_curriculum     only the final stage, from the CoT-SFT model, same number of steps
+    no_curriculum     only the final stage, from the CoT-SFT model, for the steps Coconut's
+                      final stage gets (the reference code skips the curriculum's epochs
+                      with `resume`; its run then ends where Coconut's does)
     no_thought        the curriculum removes steps but adds no thoughts
     pause_as_thought  the curriculum, <pause> tokens in place of thoughts (one ordinary
                       pass, nothing fed back)
     pause_token       question \\n <bot> <pause> x (max_latent_stage*c) <eot> ### answer,
-                      trained from the base model as No-CoT is
+                      trained from the base model as No-CoT is, for Coconut's total steps
 
 Pause tokens and <bot>/<eot> are inputs, not outputs: they carry no loss.
 """
@@ -46,7 +48,7 @@ class CoconutConfig:
     c_thought: int = 2  # continuous thoughts per removed step
     max_latent_stage: int = 3
     steps_per_stage: int = 150  # optimizer steps at each stage 1..max_latent_stage
-    final_stage_steps: int = 1050  # at the final stage (all steps removed); the paper trains it longest
+    final_stage_steps: int = 1500  # at the final stage (all steps removed); the paper trains it longest
     pad_latent_to_max: bool = False  # always max_latent_stage*c thoughts, whatever the stage
     uniform_prob: float = 0.0  # chance an example is drawn at a random earlier stage
     reset_optimizer: bool = True  # a fresh optimizer at every stage switch
@@ -88,9 +90,10 @@ class CoconutConfig:
 
 def stages(variant: str, cfg: CoconutConfig) -> list[tuple[int, int]]:
     """(stage, optimizer steps) in training order."""
-    if variant in ("no_curriculum", "pause_token"):
-        total = cfg.max_latent_stage * cfg.steps_per_stage + cfg.final_stage_steps
-        return [(cfg.final_stage, total)]
+    if variant == "no_curriculum":
+        return [(cfg.final_stage, cfg.final_stage_steps)]
+    if variant == "pause_token":
+        return [(cfg.final_stage, cfg.max_latent_stage * cfg.steps_per_stage + cfg.final_stage_steps)]
     return [(k, cfg.steps_per_stage) for k in range(1, cfg.max_latent_stage + 1)] + \
         [(cfg.final_stage, cfg.final_stage_steps)]
 
