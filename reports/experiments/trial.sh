@@ -4,8 +4,13 @@
 # then evaluated on every test set. Run from the repository root after `dvc repro` (it
 # needs data/prepared, models/tokenizer and models/cot).
 #   usage: trial.sh OUT_DIR VARIANT 'python statement editing the params dict p'
-# Writes OUT_DIR/params.yaml, OUT_DIR/train_summary.json, OUT_DIR/eval/metrics.json (and
-# the model, logs). The trials in these folders (length_buckets was then the default):
+# Writes the trial's record: OUT_DIR/params.yaml, OUT_DIR/train_summary_VARIANT.json (the
+# per-stage validation history) and OUT_DIR/eval_VARIANT.json (the test metrics); the model,
+# its DVCLive logs and the predictions go to OUT_DIR/.work/VARIANT (git-ignored). Several
+# variants may share one OUT_DIR and run at once. (Until 2026-11-23 it wrote
+# train_summary.json and eval/metrics.json next to the model, and the records below were
+# copied into this layout by hand.) The trials in these folders (length_buckets was then
+# the default):
 #   final_stage_schedule/min_lr_0:      trial.sh D coconut 'B; p["train"]["min_lr_ratio"] = 0.0'
 #   final_stage_schedule/curriculum_50: trial.sh D coconut 'B; p["coconut"]["steps_per_stage"] = 50; p["coconut"]["final_stage_steps"] = 1350'
 #   seeds/seed_S:                       trial.sh D V 'B; p["base"]["seed"] = S'     (S: 1, 2; V: coconut, no_curriculum)
@@ -23,7 +28,13 @@
 #   curriculum_250[/seed_S]:            trial.sh D V 'p["coconut"]["steps_per_stage"] = 250; p["base"]["seed"] = S'
 # then three at once (S: 0 in the folder itself, 1, 2), then two (S: 3, 4):
 #   no_curriculum_1050[/seed_S]:        trial.sh D no_curriculum 'p["coconut"]["final_stage_steps"] = 600; p["base"]["seed"] = S'
-# (their train_summary_*.json are the models' per-stage histories)
+# (their train_summary_*.json are the models' per-stage histories). Until 2026-11-23
+# no_curriculum trained for the whole budget, steps_per_stage*max_latent_stage +
+# final_stage_steps, all at the final stage; since then for final_stage_steps only (as the
+# reference's `resume` does). To rerun an earlier no_curriculum trial, set
+# final_stage_steps to the total its params give. On the 2026-11-23 defaults (1,500-step
+# final stage), two at once:
+#   final_stage_1500/seed_S:            trial.sh D coconut 'p["base"]["seed"] = S'       (S: 3, 4)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
@@ -31,19 +42,26 @@ set -euo pipefail
 # histories are identical, and the evaluate command below was then run by hand).
 {
 out=$1; variant=$2; edit=$3
-mkdir -p "$out"
+work="$out/.work/$variant"
+mkdir -p "$work"
 python - "$out" "$edit" <<'PY'
-import sys, yaml
+import os, sys, tempfile, yaml
 out, edit = sys.argv[1], sys.argv[2]
 p = yaml.safe_load(open("params.yaml"))
 p["base"]["threads"] = 1
 exec(edit)
-yaml.safe_dump(p, open(f"{out}/params.yaml", "w"), sort_keys=False)
+# written whole, then renamed: a second variant started in the same folder may be reading it
+fd, tmp = tempfile.mkstemp(dir=out, suffix=".yaml")
+with os.fdopen(fd, "w") as f:
+    yaml.safe_dump(p, f, sort_keys=False)
+os.replace(tmp, f"{out}/params.yaml")
 PY
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1
 python -m latent_reasoning.stages.coconut --variant "$variant" --params "$out/params.yaml" \
-    --out "$out/models" --live-dir "$out/live" --summary "$out/train_summary.json"
+    --out "$work/models" --live-dir "$work/live" --summary "$work/summary.json"
 python -m latent_reasoning.stages.evaluate --method "$variant" --params "$out/params.yaml" \
-    --model "$out/models/$variant" --out "$out/eval"
+    --model "$work/models/$variant" --out "$work/eval"
+cp "$work/models/$variant/train_summary.json" "$out/train_summary_$variant.json"
+cp "$work/eval/metrics.json" "$out/eval_$variant.json"
 exit
 }
