@@ -48,7 +48,7 @@ class CoconutConfig:
     c_thought: int = 2  # continuous thoughts per removed step
     max_latent_stage: int = 3
     steps_per_stage: int = 150  # optimizer steps at each stage 1..max_latent_stage
-    final_stage_steps: int = 1500  # at the final stage (all steps removed); the paper trains it longest
+    final_stage_steps: int = 1050  # at the final stage (all steps removed); the paper trains it longest
     pad_latent_to_max: bool = False  # always max_latent_stage*c thoughts, whatever the stage
     uniform_prob: float = 0.0  # chance an example is drawn at a random earlier stage
     reset_optimizer: bool = True  # a fresh optimizer at every stage switch
