@@ -32,9 +32,10 @@
 # no_curriculum trained for the whole budget, steps_per_stage*max_latent_stage +
 # final_stage_steps, all at the final stage; since then for final_stage_steps only (as the
 # reference's `resume` does). To rerun an earlier no_curriculum trial, set
-# final_stage_steps to the total its params give. On the 2026-11-23 defaults (1,500-step
-# final stage), two at once:
-#   final_stage_1500/seed_S:            trial.sh D coconut 'p["base"]["seed"] = S'       (S: 3, 4)
+# final_stage_steps to the total its params give. Everything above ran on an Intel machine
+# with AMX; from 2026-11-23 on an AMD EPYC (README, Results), from its own CoT model, six at once:
+#   default_seeds/seed_S:               trial.sh D V 'p["base"]["seed"] = S'
+#                                       (S: 1, 2; V: coconut, no_curriculum, no_thought)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
