@@ -35,7 +35,9 @@
 # final_stage_steps to the total its params give. Everything above ran on an Intel machine
 # with AMX; from 2026-11-23 on an AMD EPYC (README, Results), from its own CoT model, six at once:
 #   default_seeds/seed_S:               trial.sh D V 'p["base"]["seed"] = S'
-#                                       (S: 1, 2; V: coconut, no_curriculum, no_thought)
+#                                       (S: 1, 2; V: coconut, no_curriculum, no_thought;
+#                                        then S: 3, 4 for coconut and no_thought beside
+#                                        S: 1, 2 for pause_as_thought)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
