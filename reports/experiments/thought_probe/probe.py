@@ -1,0 +1,72 @@
+"""Do the trained Coconut models use what their thoughts carry? Each model answers the
+`gsm` test problems with its thoughts as trained, then with each thought replaced
+(through the latent core's `thought_fn` hook) by something that keeps its scale but not
+its question:
+  batch_mean  the mean of the batch's hidden states at that thought (same for every row)
+  shuffled    another question's hidden state at that thought (a fixed derangement of rows)
+  zero        a zero vector
+A model that reads its thoughts loses accuracy under these; one that answers from the
+question alone does not.
+
+  usage (repository root, after `dvc repro`):
+    python reports/experiments/thought_probe/probe.py MODEL_DIR [MODEL_DIR ...] > results.json
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from latent_reasoning import coconut
+from latent_reasoning.config import load_params
+from latent_reasoning.evaluation import answers_match, extract_answer
+from latent_reasoning.generation import generate
+from latent_reasoning.modeling import load_checkpoint
+from latent_reasoning.schema import read_jsonl
+from latent_reasoning.tokenizer import EOT, load_tokenizer
+
+
+def shuffled(h):
+    # row i takes row i+1's state (a derangement: no row keeps its own)
+    return torch.roll(h, shifts=1, dims=0)
+
+
+PROBES = {
+    "as_trained": None,
+    "batch_mean": lambda h: h.mean(0, keepdim=True).expand_as(h),
+    "shuffled": shuffled,
+    "zero": torch.zeros_like,
+}
+
+
+def accuracy(model, tokenizer, examples, prompts, n_latents, thought_fn, batch_size=250):
+    correct = 0
+    for start in range(0, len(examples), batch_size):
+        chunk = slice(start, start + batch_size)
+        outputs = generate(model, prompts[chunk], max_new_tokens=32, eos_id=tokenizer.eos_token_id,
+                           pad_id=tokenizer.pad_token_id, n_latents=[n_latents] * len(prompts[chunk]),
+                           eot_id=tokenizer.convert_tokens_to_ids(EOT), thought_fn=thought_fn)
+        for ex, new in zip(examples[chunk], outputs):
+            correct += answers_match(extract_answer(tokenizer.decode(new)), ex.answer)
+    return correct / len(examples)
+
+
+def main():
+    torch.set_num_threads(2)
+    cfg = load_params("params.yaml").coconut
+    tokenizer = load_tokenizer("models/tokenizer")
+    examples = read_jsonl(Path("data/prepared/test_gsm.jsonl"))
+    prompts = [coconut.inference_prompt(tokenizer, ex, "coconut", cfg.final_stage, cfg) for ex in examples]
+    n_latents = coconut.inference_latents("coconut", cfg.final_stage, cfg)
+    results = {}
+    for model_dir in sys.argv[1:]:
+        model = load_checkpoint(model_dir, model_dir).eval()
+        results[model_dir] = {name: accuracy(model, tokenizer, examples, prompts, n_latents, fn)
+                              for name, fn in PROBES.items()}
+        print(model_dir, {k: round(100 * v, 1) for k, v in results[model_dir].items()}, file=sys.stderr)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
