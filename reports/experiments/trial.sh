@@ -37,7 +37,8 @@
 #   default_seeds/seed_S:               trial.sh D V 'p["base"]["seed"] = S'
 #                                       (S: 1, 2; V: coconut, no_curriculum, no_thought;
 #                                        then S: 3, 4 for coconut and no_thought beside
-#                                        S: 1, 2 for pause_as_thought)
+#                                        S: 1, 2 for pause_as_thought; then, four at once,
+#                                        S: 3, 4 for no_curriculum and pause_as_thought)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
