@@ -40,11 +40,12 @@ PROBES = {
 }
 
 
-def accuracy(model, tokenizer, examples, prompts, n_latents, thought_fn, batch_size=250):
+def accuracy(model, tokenizer, examples, prompts, n_latents, thought_fn, batch_size, max_new_tokens):
+    # evaluation.evaluate's loop, less its bookkeeping, plus the thought_fn it does not take
     correct = 0
     for start in range(0, len(examples), batch_size):
         chunk = slice(start, start + batch_size)
-        outputs = generate(model, prompts[chunk], max_new_tokens=32, eos_id=tokenizer.eos_token_id,
+        outputs = generate(model, prompts[chunk], max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
                            pad_id=tokenizer.pad_token_id, n_latents=[n_latents] * len(prompts[chunk]),
                            eot_id=tokenizer.convert_tokens_to_ids(EOT), thought_fn=thought_fn)
         for ex, new in zip(examples[chunk], outputs):
@@ -54,7 +55,8 @@ def accuracy(model, tokenizer, examples, prompts, n_latents, thought_fn, batch_s
 
 def main():
     torch.set_num_threads(2)
-    cfg = load_params("params.yaml").coconut
+    params = load_params("params.yaml")
+    cfg = params.coconut
     tokenizer = load_tokenizer("models/tokenizer")
     examples = read_jsonl(Path("data/prepared/test_gsm.jsonl"))
     prompts = [coconut.inference_prompt(tokenizer, ex, "coconut", cfg.final_stage, cfg) for ex in examples]
@@ -62,7 +64,8 @@ def main():
     results = {}
     for model_dir in sys.argv[1:]:
         model = load_checkpoint(model_dir, model_dir).eval()
-        results[model_dir] = {name: accuracy(model, tokenizer, examples, prompts, n_latents, fn)
+        results[model_dir] = {name: accuracy(model, tokenizer, examples, prompts, n_latents, fn,
+                                             params.evaluate.batch_size, params.evaluate.max_new_tokens)
                               for name, fn in PROBES.items()}
         print(model_dir, {k: round(100 * v, 1) for k, v in results[model_dir].items()}, file=sys.stderr)
     print(json.dumps(results, indent=2))
