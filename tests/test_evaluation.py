@@ -86,3 +86,35 @@ def test_accuracy_by_groups_in_sorted_order_and_skips_ungrouped():
     assert by["2"] == {"accuracy": 0.5, "n": 2} and by["3"] == {"accuracy": 1.0, "n": 1}
     assert sum(v["n"] for v in by.values()) == 4  # the None row is in no group
     assert accuracy_by(preds[:1], lambda p: p["steps"]) is None  # one group: nothing to compare
+
+
+def test_evaluate_feeds_thoughts_through_thought_fn():
+    from latent_reasoning.coconut import CoconutConfig, inference_prompt
+    from latent_reasoning.evaluation import evaluate
+    from latent_reasoning.formats import prompt_text, target_text
+    from latent_reasoning.generator import GeneratorConfig, SplitSizes, generate_splits
+    from latent_reasoning.tokenizer import build_tokenizer
+
+    data = generate_splits(5, GeneratorConfig(), SplitSizes(200, 10, 12))
+    tok = build_tokenizer(prompt_text(ex) + target_text(ex, "cot") for ex in data["train"])
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=128))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    cfg = CoconutConfig()
+    kwargs = dict(batch_size=5, max_new_tokens=6, n_latents=2,
+                  prompt_fn=lambda t, ex: inference_prompt(t, ex, "coconut", cfg.final_stage, cfg))
+    examples = data["test_gsm"]
+    seen = []
+
+    def recording(h):
+        seen.append(h.shape[0])
+        return h
+
+    _, fed_back = evaluate(model, tok, examples, **kwargs)
+    _, recorded = evaluate(model, tok, examples, thought_fn=recording, **kwargs)
+    _, zeroed = evaluate(model, tok, examples, thought_fn=torch.zeros_like, **kwargs)
+    assert seen == [5, 5, 5, 5, 2, 2]  # two thoughts per batch of 5, 5, 2 rows
+    assert [p["output"] for p in recorded] == [p["output"] for p in fed_back]
+    assert [p["output"] for p in zeroed] != [p["output"] for p in fed_back]

@@ -36,13 +36,15 @@ def accuracy_by(predictions: list[dict], key) -> dict | None:
 
 
 def evaluate(model, tokenizer, examples: list[Example], *, batch_size: int, max_new_tokens: int,
-             prompt_fn=encode_prompt, n_latents: int | None = None) -> tuple[dict, list[dict]]:
+             prompt_fn=encode_prompt, n_latents: int | None = None, thought_fn=None) -> tuple[dict, list[dict]]:
     """Greedy answers for every example. Returns (metrics, predictions).
 
     With `n_latents`, each prompt (ending in <bot>) gets that many continuous thoughts,
     then <eot>, before the answer. `tokens` counts what the model produces after the
     question: continuous thoughts plus generated tokens (eos excluded), as the Coconut
-    paper counts them; prompt tokens such as <pause> are not counted."""
+    paper counts them; prompt tokens such as <pause> are not counted. `thought_fn` maps
+    each thought's hidden state to the next input embedding (default: fed back as is), so
+    an analysis can replace the thoughts and measure what they carried."""
     model.eval()
     predictions = []
     started = time.time()
@@ -54,7 +56,7 @@ def evaluate(model, tokenizer, examples: list[Example], *, batch_size: int, max_
         outputs = generate(model, prompts, max_new_tokens=max_new_tokens,
                            eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
                            n_latents=None if n_latents is None else [n_latents] * len(prompts),
-                           eot_id=tokenizer.convert_tokens_to_ids(EOT))
+                           eot_id=tokenizer.convert_tokens_to_ids(EOT), thought_fn=thought_fn)
         for i, ex, new in zip(order[start: start + batch_size], chunk, outputs):
             text = tokenizer.decode(new, skip_special_tokens=False)
             predicted = extract_answer(text)

@@ -20,11 +20,10 @@ import torch
 
 from latent_reasoning import coconut
 from latent_reasoning.config import load_params
-from latent_reasoning.evaluation import answers_match, extract_answer
-from latent_reasoning.generation import generate
+from latent_reasoning.evaluation import evaluate
 from latent_reasoning.modeling import load_checkpoint
 from latent_reasoning.schema import read_jsonl
-from latent_reasoning.tokenizer import EOT, load_tokenizer
+from latent_reasoning.tokenizer import load_tokenizer
 
 
 def shuffled(h):
@@ -40,33 +39,26 @@ PROBES = {
 }
 
 
-def accuracy(model, tokenizer, examples, prompts, n_latents, thought_fn, batch_size, max_new_tokens):
-    # evaluation.evaluate's loop, less its bookkeeping, plus the thought_fn it does not take
-    correct = 0
-    for start in range(0, len(examples), batch_size):
-        chunk = slice(start, start + batch_size)
-        outputs = generate(model, prompts[chunk], max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
-                           pad_id=tokenizer.pad_token_id, n_latents=[n_latents] * len(prompts[chunk]),
-                           eot_id=tokenizer.convert_tokens_to_ids(EOT), thought_fn=thought_fn)
-        for ex, new in zip(examples[chunk], outputs):
-            correct += answers_match(extract_answer(tokenizer.decode(new)), ex.answer)
-    return correct / len(examples)
-
-
 def main():
     torch.set_num_threads(2)
     params = load_params("params.yaml")
     cfg = params.coconut
     tokenizer = load_tokenizer("models/tokenizer")
     examples = read_jsonl(Path("data/prepared/test_gsm.jsonl"))
-    prompts = [coconut.inference_prompt(tokenizer, ex, "coconut", cfg.final_stage, cfg) for ex in examples]
+
+    # as the pipeline's evaluation of the coconut variants prompts and runs them
+    def prompt_fn(tok, ex):
+        return coconut.inference_prompt(tok, ex, "coconut", cfg.final_stage, cfg)
+
     n_latents = coconut.inference_latents("coconut", cfg.final_stage, cfg)
     results = {}
     for model_dir in sys.argv[1:]:
-        model = load_checkpoint(model_dir, model_dir).eval()
-        results[model_dir] = {name: accuracy(model, tokenizer, examples, prompts, n_latents, fn,
-                                             params.evaluate.batch_size, params.evaluate.max_new_tokens)
-                              for name, fn in PROBES.items()}
+        model = load_checkpoint(model_dir, model_dir)
+        results[model_dir] = {
+            name: evaluate(model, tokenizer, examples, batch_size=params.evaluate.batch_size,
+                           max_new_tokens=params.evaluate.max_new_tokens, prompt_fn=prompt_fn,
+                           n_latents=n_latents, thought_fn=fn)[0]["accuracy"]
+            for name, fn in PROBES.items()}
         print(model_dir, {k: round(100 * v, 1) for k, v in results[model_dir].items()}, file=sys.stderr)
     print(json.dumps(results, indent=2))
 
