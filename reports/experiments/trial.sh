@@ -39,6 +39,9 @@
 #                                        then S: 3, 4 for coconut and no_thought beside
 #                                        S: 1, 2 for pause_as_thought; then, four at once,
 #                                        S: 3, 4 for no_curriculum and pause_as_thought)
+# then six at once (beside read_thoughts.py for the first 20 minutes):
+#   pipeline_final_stage_1500/seed_S:   trial.sh D V 'p["coconut"]["final_stage_steps"] = 1500; p["base"]["seed"] = S'
+#                                       (S: 1, 2, 3; V: coconut, no_thought)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
