@@ -2,8 +2,12 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from latent_reasoning.evaluation import accuracy_by, answers_match, extract_answer
+from latent_reasoning.coconut import CoconutConfig, inference_prompt
+from latent_reasoning.evaluation import accuracy_by, answers_match, evaluate, extract_answer
+from latent_reasoning.formats import prompt_text, target_text
 from latent_reasoning.generation import generate
+from latent_reasoning.generator import GeneratorConfig, SplitSizes, generate_splits
+from latent_reasoning.tokenizer import build_tokenizer
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -28,12 +32,12 @@ def test_answers_match(predicted, gold, ok):
     assert answers_match(predicted, gold) is ok
 
 
-def tiny_model(kind: str):
+def tiny_model(kind: str, vocab_size: int = 40):
     torch.manual_seed(0)
     if kind == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=32, n_layer=2, n_head=2, n_positions=64))
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=128))
     else:
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                              num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64))
     # large random weights so greedy outputs vary with the context (a fresh model tends to repeat)
     with torch.no_grad():
@@ -89,19 +93,9 @@ def test_accuracy_by_groups_in_sorted_order_and_skips_ungrouped():
 
 
 def test_evaluate_feeds_thoughts_through_thought_fn():
-    from latent_reasoning.coconut import CoconutConfig, inference_prompt
-    from latent_reasoning.evaluation import evaluate
-    from latent_reasoning.formats import prompt_text, target_text
-    from latent_reasoning.generator import GeneratorConfig, SplitSizes, generate_splits
-    from latent_reasoning.tokenizer import build_tokenizer
-
     data = generate_splits(5, GeneratorConfig(), SplitSizes(200, 10, 12))
     tok = build_tokenizer(prompt_text(ex) + target_text(ex, "cot") for ex in data["train"])
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=128))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5)
+    model = tiny_model("gpt2", vocab_size=len(tok))
     cfg = CoconutConfig()
     kwargs = dict(batch_size=5, max_new_tokens=6, n_latents=2,
                   prompt_fn=lambda t, ex: inference_prompt(t, ex, "coconut", cfg.final_stage, cfg))
