@@ -2,6 +2,7 @@ import random
 
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from latent_reasoning import coconut
 from latent_reasoning.coconut import CoconutConfig
@@ -102,3 +103,21 @@ def test_config_validation():
         CoconutConfig(jobs=0)
     with pytest.raises(ValueError, match="listed twice"):
         CoconutConfig(variants=("coconut", "no_thought", "coconut"))
+
+
+def test_soft_token_feedback_mixes_input_embeddings_by_the_heads_distribution():
+    with pytest.raises(ValueError, match="thought_feedback"):
+        CoconutConfig(thought_feedback="bogus")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32))
+    assert coconut.thought_fn(model, CoconutConfig()) is None  # the paper: h fed back as is
+    fn = coconut.thought_fn(model, CoconutConfig(thought_feedback="soft_token"))
+    h = torch.randn(3, 16, requires_grad=True)
+    embeddings = model.get_input_embeddings().weight
+    mixed = fn(h)
+    torch.testing.assert_close(mixed, torch.softmax(model.lm_head(h), -1) @ embeddings)
+    # h = 0 gives every token the logit 0 (GPT-2's head has no bias): the mean embedding
+    with torch.no_grad():
+        torch.testing.assert_close(fn(torch.zeros(1, 16))[0], embeddings.mean(0))
+    mixed.sum().backward()  # gradients reach the hidden state through the mixture
+    assert h.grad is not None and h.grad.abs().sum() > 0

@@ -8,6 +8,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from latent_reasoning import coconut
 from latent_reasoning.modeling import load_checkpoint, load_pretrained
 from latent_reasoning.tokenizer import LATENT_TOKENS, load_tokenizer
 
@@ -37,12 +38,13 @@ def save_tiny(kind, path):
     return len(tok)
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_pretrained_model_through_the_stages(kind, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind, feedback", [("llama", "hidden"), ("qwen2", "soft_token")])
+def test_pretrained_model_through_the_stages(kind, feedback, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base_vocab = save_tiny(kind, tmp_path / "base")
     params = write_params(tmp_path / "params.yaml", model={"name_or_path": str(tmp_path / "base")},
-                          evaluate={"batch_size": 16, "max_new_tokens": 8})
+                          evaluate={"batch_size": 16, "max_new_tokens": 8},
+                          coconut={"thought_feedback": feedback})
     run_stage(monkeypatch, "prepare", "--params", params)
     run_stage(monkeypatch, "tokenizer", "--params", params)
     tok = load_tokenizer("models/tokenizer")
@@ -58,12 +60,32 @@ def test_pretrained_model_through_the_stages(kind, tmp_path, monkeypatch):
     # gsm has 2-4-step problems: accuracy by step count covers every example once
     by_steps = metrics["gsm"]["by_steps"]
     assert sum(v["n"] for v in by_steps.values()) == 16 and set(by_steps) <= {"2", "3", "4"}
-    # Coconut from that CoT model, through the shared latent core
+    # Coconut from that CoT model, through the shared latent core; count the thoughts that
+    # go through coconut.thought_fn's hook (none with "hidden", which feeds h back as is)
+    fed = {"coconut": 0, "evaluate": 0}
+    real_thought_fn = coconut.thought_fn
+
+    def counting_thought_fn(model, cfg):
+        fn = real_thought_fn(model, cfg)
+        if fn is None:
+            return None
+        stage = current_stage[0]
+
+        def counted(h):
+            fed[stage] += 1
+            return fn(h)
+        return counted
+
+    monkeypatch.setattr(coconut, "thought_fn", counting_thought_fn)
+    current_stage = ["coconut"]
     run_stage(monkeypatch, "coconut", "--params", params, "--variant", "coconut")
+    current_stage[0] = "evaluate"
     run_stage(monkeypatch, "evaluate", "--params", params, "--method", "coconut")
     metrics = json.loads((tmp_path / "reports/eval/coconut/metrics.json").read_text())
     # tokens = 6 thoughts + at least nothing generated
     assert all(m["n"] == 16 and m["tokens"] >= 6 for m in metrics.values())
+    # training and evaluation both feed the thoughts back the configured way
+    assert (fed["coconut"] > 0 and fed["evaluate"] > 0) == (feedback == "soft_token"), fed
 
 
 def test_hub_id_without_network_is_a_clear_error():

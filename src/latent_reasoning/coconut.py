@@ -29,12 +29,15 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .formats import IGNORE, prompt_text
 from .latent import LatentBatch, layout
 from .schema import Example
 from .tokenizer import BOT, EOT, LATENT, PAUSE
 
 VARIANTS = ("coconut", "no_curriculum", "no_thought", "pause_as_thought", "pause_token")
+THOUGHT_FEEDBACK = ("hidden", "soft_token")
 MODELS_ROOT = "models/coconut"  # the coconut stage's output: one model folder per variant
 
 
@@ -64,6 +67,9 @@ class CoconutConfig:
     eval_every: int = 125
     variants: tuple = VARIANTS
     jobs: int = 5  # variants trained at once, one process each (see parallel.py)
+    # what a thought feeds back (see thought_fn): "hidden", the last hidden state (the
+    # paper), or "soft_token", the output head's distribution as a mix of token embeddings
+    thought_feedback: str = "hidden"
 
     def __post_init__(self):
         if self.c_thought < 1 or self.max_latent_stage < 1:
@@ -75,6 +81,8 @@ class CoconutConfig:
                 raise ValueError(f"coconut: {name} must be >= 1")
         if len(set(self.variants)) != len(self.variants):  # two runs would share one folder
             raise ValueError(f"coconut.variants: listed twice: {sorted({v for v in self.variants if self.variants.count(v) > 1})}")
+        if self.thought_feedback not in THOUGHT_FEEDBACK:
+            raise ValueError(f"coconut.thought_feedback: unknown {self.thought_feedback!r}; known: {list(THOUGHT_FEEDBACK)}")
         unknown = set(self.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"coconut.variants: unknown {sorted(unknown)}; known: {list(VARIANTS)}")
@@ -86,6 +94,26 @@ class CoconutConfig:
     @property
     def max_thoughts(self) -> int:
         return self.max_latent_stage * self.c_thought
+
+
+def thought_fn(model, cfg: CoconutConfig):
+    """The latent core's hook from a thought's hidden state h to the next input embedding.
+
+    hidden      None: h itself, as the paper feeds it back
+    soft_token  softmax(head(h)) @ E, the input embeddings mixed by the model's own
+                next-token distribution (E's rows; the head's extra rows, if padded, are
+                dropped). The thought stays among the token embeddings, as a written step
+                would, but is not rounded to one token, so gradients still flow through it.
+    """
+    if cfg.thought_feedback == "hidden":
+        return None
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings().weight
+
+    def soft_token(h):
+        logits = head(h)[..., : embeddings.shape[0]].float()
+        return (torch.softmax(logits, dim=-1) @ embeddings.float()).to(h.dtype)
+
+    return soft_token
 
 
 def stages(variant: str, cfg: CoconutConfig) -> list[tuple[int, int]]:

@@ -53,7 +53,8 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
     train_examples = read_jsonl(Path(args.data) / "train.jsonl")
     valid = read_jsonl(Path(args.data) / "valid.jsonl")[: params.train.eval_size]
     rng = random.Random(params.base.seed)
-    loss_fn = (lambda m, b: latent_forward(m, b).loss)
+    feedback = coconut.thought_fn(model, cfg)  # None: the hidden state itself, as the paper
+    loss_fn = (lambda m, b: latent_forward(m, b, thought_fn=feedback).loss)
     live = open_live(Path(args.live_dir) / variant)
     optimizer, history = None, []
 
@@ -73,7 +74,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
                 m, tokenizer, valid, batch_size=params.evaluate.batch_size,
                 max_new_tokens=params.evaluate.max_new_tokens,
                 prompt_fn=lambda tok, ex: coconut.inference_prompt(tok, ex, variant, stage, cfg),
-                n_latents=coconut.inference_latents(variant, stage, cfg))
+                n_latents=coconut.inference_latents(variant, stage, cfg), thought_fn=feedback)
             live.log_metric("stage", stage)
             return metrics["accuracy"]
 

@@ -40,11 +40,12 @@ def main():
     if not test_files:
         raise FileNotFoundError(f"no test_*.jsonl in {args.data}: run the `prepare` stage first")
     # a Coconut variant is prompted with <bot> (and pauses) and thinks n_latents times
-    prompt_fn, n_latents = encode_prompt, None
+    prompt_fn, n_latents, feedback = encode_prompt, None, None
     if args.method in coconut.VARIANTS:
         cfg = params.coconut
         prompt_fn = lambda tok, ex: coconut.inference_prompt(tok, ex, args.method, cfg.final_stage, cfg)  # noqa: E731
         n_latents = coconut.inference_latents(args.method, cfg.final_stage, cfg)
+        feedback = coconut.thought_fn(model, cfg)  # the thoughts as the variant was trained with them
     results = {}
     for path in test_files:
         name = path.stem.removeprefix("test_")
@@ -53,7 +54,7 @@ def main():
             examples = examples[: params.evaluate.limit]
         metrics, predictions = evaluate(model, tokenizer, examples, batch_size=params.evaluate.batch_size,
                                         max_new_tokens=params.evaluate.max_new_tokens,
-                                        prompt_fn=prompt_fn, n_latents=n_latents)
+                                        prompt_fn=prompt_fn, n_latents=n_latents, thought_fn=feedback)
         # svamp / gsm_hard rows say how they were varied: accuracy per variation shows which hurts
         by_variation = accuracy_by(predictions, lambda p: p.get("meta", {}).get("variation"))
         # accuracy by number of gold reasoning steps: how a method degrades with depth
