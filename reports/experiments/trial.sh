@@ -42,6 +42,9 @@
 # then six at once (beside read_thoughts.py for the first 20 minutes):
 #   pipeline_final_stage_1500/seed_S:   trial.sh D V 'p["coconut"]["final_stage_steps"] = 1500; p["base"]["seed"] = S'
 #                                       (S: 1, 2, 3; V: coconut, no_thought)
+# then three at once, beside the pipeline's `dvc repro` of the coconut stage:
+#   soft_token_feedback/seed_S:         trial.sh D coconut 'p["coconut"]["thought_feedback"] = "soft_token"; p["base"]["seed"] = S'
+#                                       (S: 0, 1, 2)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
