@@ -16,14 +16,17 @@ and two floors: `majority`, the accuracy of always answering the commonest r_j, 
 `r2_start`, the R² of that linear fit of r_j on the start value alone.
 
 Positions: for a model with thoughts (`coconut`, `no_curriculum`), the six states fed
-back as thoughts (1 = the state at <bot>, k = the state at thought k−1), then the state
-at <eot>, the last position before the answer; for a model without (`no_thought`,
+back as thoughts (1 = the state at <bot>, k = the state at thought k−1; with
+`thought_feedback: soft_token` the input is the hook's mix of embeddings, the state read
+is the hidden state it came from), then the state at <eot>, the last position before the
+answer; for a model without (`no_thought`,
 `pause_as_thought`), the states at the last two prompt positions (<bot> or the last
 <pause>, then <eot>).
 
   usage (repository root, after `dvc repro`):
     python reports/experiments/thought_probe/read_thoughts.py \\
         coconut:models/coconut/coconut no_thought:models/coconut/no_thought > read_thoughts.json
+  (VARIANT:MODEL_DIR:PARAMS reads a trial's model with the params it was trained with)
 """
 
 import json
@@ -70,18 +73,20 @@ def states(model, tokenizer, examples, variant, cfg, batch_size):
     n_latents = coconut.inference_latents(variant, stage, cfg)
     eot = tokenizer.convert_tokens_to_ids(EOT)
     embed = model.get_input_embeddings()
+    feedback = coconut.thought_fn(model, cfg)  # what the model was trained to feed back
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start: start + batch_size]
         if n_latents is None:  # the prompt ends "<bot> [<pause> ...] <eot>": read its last two columns
             out.append(last_states(model, chunk, tokenizer.pad_token_id)[:, -2:])
             continue
-        # the thoughts, as generation feeds them back; then the state at <eot>, from one
-        # pass over question, thoughts and <eot> as inputs
+        # the thoughts' hidden states, as generation computes them; then the state at <eot>,
+        # from one pass over question, the fed-back thoughts and <eot> as inputs
         thoughts = torch.stack(generate(model, chunk, max_new_tokens=1, eos_id=tokenizer.eos_token_id,
                                         pad_id=tokenizer.pad_token_id, n_latents=[n_latents] * len(chunk),
-                                        eot_id=eot, return_thoughts=True).thoughts)
-        rows = [torch.cat([embed(torch.tensor(p)), t, embed(torch.tensor([eot]))]) for p, t in zip(chunk, thoughts)]
+                                        eot_id=eot, thought_fn=feedback, return_thoughts=True).thoughts)
+        fed = feedback(thoughts) if feedback is not None else thoughts
+        rows = [torch.cat([embed(torch.tensor(p)), t, embed(torch.tensor([eot]))]) for p, t in zip(chunk, fed)]
         h = last_states(model, rows)
         # the pass recomputes what generation computed: its state at the fifth thought is the sixth fed back
         assert torch.allclose(h[:, -3], thoughts[:, -1], atol=1e-3), "one pass disagrees with generation"
@@ -172,9 +177,11 @@ def main():
     results = {"n_train": len(train), "n_test": len(test),
                "rows": "step j (1 = the first step's result)", "columns": "position read"}
     for spec in sys.argv[1:]:
-        variant, model_dir = spec.split(":", 1)
+        variant, model_dir, *own_params = spec.split(":")
+        # a trial's model comes with the params it was trained with (its thought_feedback)
+        cfg = load_params(own_params[0]).coconut if own_params else params.coconut
         model = load_checkpoint(model_dir, model_dir)
-        table = read(model, tokenizer, train, test, variant, params.coconut, params.evaluate.batch_size)
+        table = read(model, tokenizer, train, test, variant, cfg, params.evaluate.batch_size)
         results[spec] = table
         print(spec, file=sys.stderr)
         for name, rows in table.items():
