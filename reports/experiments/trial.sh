@@ -45,6 +45,8 @@
 # then three at once, beside the pipeline's `dvc repro` of the coconut stage:
 #   soft_token_feedback/seed_S:         trial.sh D coconut 'p["coconut"]["thought_feedback"] = "soft_token"; p["base"]["seed"] = S'
 #                                       (S: 0, 1, 2)
+# then three at once:
+#   c_thought_3/seed_S:                 trial.sh D coconut 'p["coconut"]["c_thought"] = 3; p["base"]["seed"] = S'   (S: 0, 1, 2)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
