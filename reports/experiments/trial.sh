@@ -46,7 +46,9 @@
 #   soft_token_feedback/seed_S:         trial.sh D coconut 'p["coconut"]["thought_feedback"] = "soft_token"; p["base"]["seed"] = S'
 #                                       (S: 0, 1, 2)
 # then three at once:
-#   c_thought_3/seed_S:                 trial.sh D coconut 'p["coconut"]["c_thought"] = 3; p["base"]["seed"] = S'   (S: 0, 1, 2)
+#   c_thought_3/seed_S:                 trial.sh D V 'p["coconut"]["c_thought"] = 3; p["base"]["seed"] = S'
+#                                       (V: coconut, S: 0, 1, 2; then four at once: coconut S: 3, 4
+#                                        and pause_as_thought S: 0, 1)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
