@@ -39,7 +39,7 @@ import torch
 
 from latent_reasoning import coconut
 from latent_reasoning.config import load_params
-from latent_reasoning.generation import generate, left_pad
+from latent_reasoning.generation import generate
 from latent_reasoning.modeling import load_checkpoint
 from latent_reasoning.schema import read_jsonl
 from latent_reasoning.tokenizer import EOT, load_tokenizer
@@ -49,20 +49,16 @@ NUMBER_RE = re.compile(r"\d+")
 N_TRAIN = 4000  # training problems the classifiers are fitted on
 
 
-def last_states(model, rows, pad_id=None):
-    """Last-layer states of left-padded rows, given as token ids (pad_id) or as embeddings."""
-    if pad_id is not None:
-        ids, mask = left_pad(rows, pad_id, "cpu")
-        inputs = {"input_ids": ids}
-    else:
-        width = max(len(r) for r in rows)
-        embeds = torch.zeros(len(rows), width, rows[0].shape[1])
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            embeds[i, width - len(r):], mask[i, width - len(r):] = r, 1
-        inputs = {"inputs_embeds": embeds}
+def last_states(model, rows):
+    """Last-layer states of rows of input embeddings (each (length, hidden)), left-padded."""
+    width = max(len(r) for r in rows)
+    embeds = torch.zeros(len(rows), width, rows[0].shape[1])
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        embeds[i, width - len(r):], mask[i, width - len(r):] = r, 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return model(**inputs, attention_mask=mask, position_ids=positions, output_hidden_states=True).hidden_states[-1]
+    return model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                 output_hidden_states=True).hidden_states[-1]
 
 
 @torch.no_grad()
@@ -78,7 +74,7 @@ def states(model, tokenizer, examples, variant, cfg, batch_size):
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start: start + batch_size]
         if n_latents is None:  # the prompt ends "<bot> [<pause> ...] <eot>": read its last two columns
-            out.append(last_states(model, chunk, tokenizer.pad_token_id)[:, -2:])
+            out.append(last_states(model, [embed(torch.tensor(p)) for p in chunk])[:, -2:])
             continue
         # the thoughts' hidden states, as generation computes them; then the state at <eot>,
         # from one pass over question, the fed-back thoughts and <eot> as inputs
