@@ -1,7 +1,7 @@
 """How far off are the wrong answers, and do × and ÷ matter? From the pipeline's `gsm`
 predictions (reports/eval/<method>/predictions/gsm.jsonl), per method:
   accuracy on chains of + and − only, and on chains with a × or ÷ step
-  the wrong answers by |predicted − gold| (1, 2, 3, 4–9, ≥ 10, not a number)
+  the wrong answers by |predicted − gold| (< 1, 1, 2, 3, 4–9, ≥ 10, not a number)
 
   usage (repository root, after `dvc repro`):
     python reports/experiments/thought_probe/errors.py > errors.json
@@ -21,7 +21,7 @@ def off_by(predicted, gold):
         d = abs(float(predicted) - float(gold))
     except (TypeError, ValueError):
         return "not a number"
-    return str(int(d)) if d < 4 else "4-9" if d < 10 else ">=10"
+    return "<1" if d < 1 else str(int(d)) if d < 4 else "4-9" if d < 10 else ">=10"
 
 
 def main():
@@ -33,7 +33,7 @@ def main():
         if [p["question"] for p in predictions] != [ex.question for ex in examples]:
             raise SystemExit(f"{path}: not the problems of data/prepared/test_gsm.jsonl, in order")
         groups = {"plus_minus_only": [], "with_times_or_divide": []}
-        wrong = {k: 0 for k in ["1", "2", "3", "4-9", ">=10", "not a number"]}
+        wrong = {k: 0 for k in ["<1", "1", "2", "3", "4-9", ">=10", "not a number"]}
         for ex, p in zip(examples, predictions):
             with_mul = re.search(r"[*/]", "".join(ex.steps)) is not None
             groups["with_times_or_divide" if with_mul else "plus_minus_only"].append(p["correct"])
