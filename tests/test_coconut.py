@@ -74,6 +74,23 @@ def test_inference_prompts(setup):
     assert decode(tok, coconut.inference_prompt(tok, ex, "no_thought", final, CFG)).endswith(BOT + EOT)
 
 
+
+def test_inference_kwargs_run_each_variant_as_trained(setup):
+    """The one place evaluation, validation and the analyses get how a variant is run."""
+    tok, ex, _ = setup
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=64))
+    for variant in coconut.VARIANTS:
+        for stage in (2, CFG.final_stage):
+            run = coconut.inference_kwargs(model, variant, stage, CFG)
+            assert run["prompt_fn"](tok, ex) == coconut.inference_prompt(tok, ex, variant, stage, CFG)
+            assert run["n_latents"] == coconut.inference_latents(variant, stage, CFG)
+            assert run["thought_fn"] is None  # hidden: the state itself
+    soft = coconut.inference_kwargs(model, "coconut", CFG.final_stage, CoconutConfig(thought_feedback="soft_token"))
+    h = torch.randn(2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(soft["thought_fn"](h), torch.softmax(model.lm_head(h), -1) @ model.get_input_embeddings().weight)
+
+
 def test_schedules():
     cfg = CoconutConfig(max_latent_stage=3, steps_per_stage=10, final_stage_steps=30)
     assert coconut.stages("coconut", cfg) == [(1, 10), (2, 10), (3, 10), (4, 30)]

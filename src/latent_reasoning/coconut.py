@@ -183,3 +183,12 @@ def inference_prompt(tokenizer, ex: Example, variant: str, stage: int, cfg: Coco
 
 def inference_latents(variant: str, stage: int, cfg: CoconutConfig) -> int | None:
     return n_thoughts(variant, None, stage, cfg) if uses_latents(variant) else None
+
+
+def inference_kwargs(model, variant: str, stage: int, cfg: CoconutConfig) -> dict:
+    """How a variant's model is run at `stage` (evaluation uses cfg.final_stage), as the
+    keyword arguments `evaluation.evaluate` takes: its prompts, its number of thoughts
+    (None: no thoughts) and what each thought feeds back (as the model was trained)."""
+    return {"prompt_fn": lambda tok, ex: inference_prompt(tok, ex, variant, stage, cfg),
+            "n_latents": inference_latents(variant, stage, cfg),
+            "thought_fn": thought_fn(model, cfg)}

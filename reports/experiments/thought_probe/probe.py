@@ -9,10 +9,11 @@ A model that reads its thoughts loses accuracy under these; one that answers fro
 question alone does not.
 
   usage (repository root, after `dvc repro`):
-    python reports/experiments/thought_probe/probe.py MODEL_DIR [MODEL_DIR ...] > results.json
+    [THREADS=2] python reports/experiments/thought_probe/probe.py MODEL_DIR [MODEL_DIR ...] > results.json
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,24 +41,21 @@ PROBES = {
 
 
 def main():
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("THREADS", 2)))
     params = load_params("params.yaml")
     cfg = params.coconut
     tokenizer = load_tokenizer("models/tokenizer")
     examples = read_jsonl(Path("data/prepared/test_gsm.jsonl"))
 
-    # as the pipeline's evaluation of the coconut variants prompts and runs them
-    def prompt_fn(tok, ex):
-        return coconut.inference_prompt(tok, ex, "coconut", cfg.final_stage, cfg)
-
-    n_latents = coconut.inference_latents("coconut", cfg.final_stage, cfg)
     results = {}
     for model_dir in sys.argv[1:]:
         model = load_checkpoint(model_dir, model_dir)
+        # as the pipeline's evaluation runs a coconut variant, with the probe's thoughts
+        run = coconut.inference_kwargs(model, "coconut", cfg.final_stage, cfg)
         results[model_dir] = {
             name: evaluate(model, tokenizer, examples, batch_size=params.evaluate.batch_size,
-                           max_new_tokens=params.evaluate.max_new_tokens, prompt_fn=prompt_fn,
-                           n_latents=n_latents, thought_fn=fn)[0]["accuracy"]
+                           max_new_tokens=params.evaluate.max_new_tokens,
+                           **{**run, "thought_fn": fn})[0]["accuracy"]
             for name, fn in PROBES.items()}
         print(model_dir, {k: round(100 * v, 1) for k, v in results[model_dir].items()}, file=sys.stderr)
     print(json.dumps(results, indent=2))

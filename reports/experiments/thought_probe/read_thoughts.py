@@ -64,12 +64,11 @@ def last_states(model, rows):
 @torch.no_grad()
 def states(model, tokenizer, examples, variant, cfg, batch_size):
     """(problems, positions, hidden) last-layer states at the positions read."""
-    stage = cfg.final_stage
-    prompts = [coconut.inference_prompt(tokenizer, ex, variant, stage, cfg) for ex in examples]
-    n_latents = coconut.inference_latents(variant, stage, cfg)
+    run = coconut.inference_kwargs(model, variant, cfg.final_stage, cfg)  # as the pipeline evaluates it
+    prompts = [run["prompt_fn"](tokenizer, ex) for ex in examples]
+    n_latents, feedback = run["n_latents"], run["thought_fn"]
     eot = tokenizer.convert_tokens_to_ids(EOT)
     embed = model.get_input_embeddings()
-    feedback = coconut.thought_fn(model, cfg)  # what the model was trained to feed back
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start: start + batch_size]

@@ -72,9 +72,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
         def validate(m, stage=stage):
             metrics, _ = evaluate(
                 m, tokenizer, valid, batch_size=params.evaluate.batch_size,
-                max_new_tokens=params.evaluate.max_new_tokens,
-                prompt_fn=lambda tok, ex: coconut.inference_prompt(tok, ex, variant, stage, cfg),
-                n_latents=coconut.inference_latents(variant, stage, cfg), thought_fn=feedback)
+                max_new_tokens=params.evaluate.max_new_tokens, **coconut.inference_kwargs(m, variant, stage, cfg))
             live.log_metric("stage", stage)
             return metrics["accuracy"]
 

@@ -10,7 +10,6 @@ import torch
 
 from .. import coconut
 from ..config import check_method, load_params
-from ..formats import encode_prompt
 from ..evaluation import accuracy_by, evaluate
 from ..modeling import load_checkpoint
 from ..schema import read_jsonl
@@ -40,12 +39,10 @@ def main():
     if not test_files:
         raise FileNotFoundError(f"no test_*.jsonl in {args.data}: run the `prepare` stage first")
     # a Coconut variant is prompted with <bot> (and pauses) and thinks n_latents times
-    prompt_fn, n_latents, feedback = encode_prompt, None, None
+    # (at its final stage, feeding back what it was trained to)
+    run = {}
     if args.method in coconut.VARIANTS:
-        cfg = params.coconut
-        prompt_fn = lambda tok, ex: coconut.inference_prompt(tok, ex, args.method, cfg.final_stage, cfg)  # noqa: E731
-        n_latents = coconut.inference_latents(args.method, cfg.final_stage, cfg)
-        feedback = coconut.thought_fn(model, cfg)  # the thoughts as the variant was trained with them
+        run = coconut.inference_kwargs(model, args.method, params.coconut.final_stage, params.coconut)
     results = {}
     for path in test_files:
         name = path.stem.removeprefix("test_")
@@ -54,7 +51,7 @@ def main():
             examples = examples[: params.evaluate.limit]
         metrics, predictions = evaluate(model, tokenizer, examples, batch_size=params.evaluate.batch_size,
                                         max_new_tokens=params.evaluate.max_new_tokens,
-                                        prompt_fn=prompt_fn, n_latents=n_latents, thought_fn=feedback)
+                                        **run)
         # svamp / gsm_hard rows say how they were varied: accuracy per variation shows which hurts
         by_variation = accuracy_by(predictions, lambda p: p.get("meta", {}).get("variation"))
         # accuracy by number of gold reasoning steps: how a method degrades with depth
