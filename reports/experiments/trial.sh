@@ -49,6 +49,11 @@
 #   c_thought_3/seed_S:                 trial.sh D V 'p["coconut"]["c_thought"] = 3; p["base"]["seed"] = S'
 #                                       (V: coconut, S: 0, 1, 2; then four at once: coconut S: 3, 4
 #                                        and pause_as_thought S: 0, 1)
+# then three at once (from a copy of the code at b1387a5, the first 40 minutes beside the
+# pipeline's `dvc repro` of the coconut stage; then three at once, alone):
+#   pipeline_final_stage_2000/seed_S:   trial.sh D V 'p["coconut"]["final_stage_steps"] = 2000; p["base"]["seed"] = S'
+#                                       (S 0 in the folder itself; V: coconut, S: 0, 1, then 2, 3;
+#                                        no_thought, S: 0, then 1)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
