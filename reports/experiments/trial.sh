@@ -53,7 +53,8 @@
 # pipeline's `dvc repro` of the coconut stage; then three at once, alone):
 #   pipeline_final_stage_2000/seed_S:   trial.sh D V 'p["coconut"]["final_stage_steps"] = 2000; p["base"]["seed"] = S'
 #                                       (S 0 in the folder itself; V: coconut, S: 0, 1, then 2, 3;
-#                                        no_thought, S: 0, then 1)
+#                                        no_thought, S: 0, then 1; then four at once:
+#                                        no_thought S: 2, 3 and no_curriculum S: 1, 2)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
