@@ -74,7 +74,6 @@ def test_inference_prompts(setup):
     assert decode(tok, coconut.inference_prompt(tok, ex, "no_thought", final, CFG)).endswith(BOT + EOT)
 
 
-
 def test_inference_kwargs_run_each_variant_as_trained(setup):
     """The one place evaluation, validation and the analyses get how a variant is run."""
     tok, ex, _ = setup

@@ -11,16 +11,16 @@ import json
 import re
 from pathlib import Path
 
-from latent_reasoning.schema import read_jsonl
+from latent_reasoning.schema import parse_number, read_jsonl
 
 METHODS = ["cot", "nocot", "coconut", "no_curriculum", "no_thought", "pause_as_thought", "pause_token"]
 
 
 def off_by(predicted, gold):
-    try:
-        d = abs(float(predicted) - float(gold))
-    except (TypeError, ValueError):
+    p, g = (parse_number(x) if x is not None else None for x in (predicted, gold))
+    if p is None or g is None:
         return "not a number"
+    d = abs(p - g)
     return "<1" if d < 1 else str(int(d)) if d < 4 else "4-9" if d < 10 else ">=10"
 
 

@@ -41,10 +41,9 @@ from latent_reasoning import coconut
 from latent_reasoning.config import load_params
 from latent_reasoning.generation import generate
 from latent_reasoning.modeling import load_checkpoint
-from latent_reasoning.schema import read_jsonl
+from latent_reasoning.schema import read_jsonl, step_result
 from latent_reasoning.tokenizer import EOT, load_tokenizer
 
-RESULT_RE = re.compile(r"=([^=<>]+)>>$")
 NUMBER_RE = re.compile(r"\d+")
 N_TRAIN = 4000  # training problems the classifiers are fitted on
 
@@ -90,7 +89,7 @@ def states(model, tokenizer, examples, variant, cfg, batch_size):
 
 
 def step_results(examples):
-    return [[RESULT_RE.search(step).group(1).strip() for step in ex.steps] for ex in examples]
+    return [[step_result(step) for step in ex.steps] for ex in examples]
 
 
 def fit_probe(x, y, n_classes, weight_decay=1e-3, iters=200):
