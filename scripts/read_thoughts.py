@@ -1,4 +1,6 @@
-"""Which intermediate results can be read from the continuous thoughts?
+"""Linear readouts of each step's result from the thoughts: python scripts/read_thoughts.py VARIANT:MODEL_DIR[:PARAMS] ... > reports/experiments/thought_probe/read_thoughts.json
+
+Which intermediate results can be read from the continuous thoughts?
 
 Each problem's reasoning steps have results r_1 … r_n (the value after `=`; n = 2–4 on
 `gsm`). For each thought position k and step j, a linear classifier (multinomial
@@ -24,8 +26,8 @@ answer; for a model without (`no_thought`,
 <pause>, then <eot>).
 
   usage (repository root, after `dvc repro`):
-    python reports/experiments/thought_probe/read_thoughts.py \\
-        coconut:models/coconut/coconut no_thought:models/coconut/no_thought > read_thoughts.json
+    python scripts/read_thoughts.py coconut:models/coconut/coconut no_thought:models/coconut/no_thought \\
+        > reports/experiments/thought_probe/read_thoughts.json
   (VARIANT:MODEL_DIR:PARAMS reads a trial's model with the params it was trained with)
 """
 
@@ -162,6 +164,9 @@ def read(model, tokenizer, train, test, variant, cfg, batch_size):
 
 
 def main():
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return
     torch.set_num_threads(int(os.environ.get("THREADS", 2)))
     torch.manual_seed(0)
     params = load_params("params.yaml")

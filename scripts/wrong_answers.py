@@ -1,14 +1,17 @@
-"""How far off are the wrong answers, and do × and ÷ matter? From the pipeline's `gsm`
+"""How far off the wrong gsm answers are, per method: python scripts/wrong_answers.py > reports/experiments/thought_probe/errors.json
+
+How far off are the wrong answers, and do × and ÷ matter? From the pipeline's `gsm`
 predictions (reports/eval/<method>/predictions/gsm.jsonl), per method:
   accuracy on chains of + and − only, and on chains with a × or ÷ step
   the wrong answers by |predicted − gold| (< 1, 1, 2, 3, 4–9, ≥ 10, not a number)
 
   usage (repository root, after `dvc repro`):
-    python reports/experiments/thought_probe/errors.py > errors.json
+    python scripts/wrong_answers.py > reports/experiments/thought_probe/errors.json
 """
 
 import json
 import re
+import sys
 from pathlib import Path
 
 from latent_reasoning.schema import parse_number, read_jsonl
@@ -25,6 +28,9 @@ def off_by(predicted, gold):
 
 
 def main():
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     examples = read_jsonl(Path("data/prepared/test_gsm.jsonl"))
     results = {}
     for method in METHODS:

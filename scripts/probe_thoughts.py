@@ -1,4 +1,6 @@
-"""Do the trained Coconut models use what their thoughts carry? Each model answers the
+"""Thought probe, gsm accuracy with each thought replaced: python scripts/probe_thoughts.py MODEL_DIR ... > reports/experiments/thought_probe/results.json
+
+Do the trained Coconut models use what their thoughts carry? Each model answers the
 `gsm` test problems with its thoughts as trained, then with each thought replaced
 (through the latent core's `thought_fn` hook) by something that keeps its scale but not
 its question:
@@ -9,7 +11,8 @@ A model that reads its thoughts loses accuracy under these; one that answers fro
 question alone does not.
 
   usage (repository root, after `dvc repro`):
-    [THREADS=2] python reports/experiments/thought_probe/probe.py MODEL_DIR [MODEL_DIR ...] > results.json
+    [THREADS=2] python scripts/probe_thoughts.py MODEL_DIR [MODEL_DIR ...] \\
+        > reports/experiments/thought_probe/results.json
 """
 
 import json
@@ -41,6 +44,9 @@ PROBES = {
 
 
 def main():
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return
     torch.set_num_threads(int(os.environ.get("THREADS", 2)))
     params = load_params("params.yaml")
     cfg = params.coconut

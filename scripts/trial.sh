@@ -1,16 +1,19 @@
 #!/bin/bash
-# One Coconut-stage trial: the committed params.yaml with one edit and one thread (as each
+# One Coconut-stage trial (params.yaml with one edit, one variant trained and evaluated): bash scripts/trial.sh OUT_DIR VARIANT 'EDIT'
+# The committed params.yaml with one edit and one thread (as each
 # variant trains in the pipeline), a single variant trained from the committed CoT model,
 # then evaluated on every test set. Run from the repository root after `dvc repro` (it
 # needs data/prepared, models/tokenizer and models/cot).
-#   usage: trial.sh OUT_DIR VARIANT 'python statement editing the params dict p'
+#   usage: bash scripts/trial.sh OUT_DIR VARIANT 'python statement editing the params dict p'
+#   e.g.:  bash scripts/trial.sh reports/experiments/my_trial coconut 'p["coconut"]["c_thought"] = 3'
+#   (-h or --help prints this header)
 # Writes the trial's record: OUT_DIR/params.yaml, OUT_DIR/train_summary_VARIANT.json (the
 # per-stage validation history) and OUT_DIR/eval_VARIANT.json (the test metrics); the model,
 # its DVCLive logs and the predictions go to OUT_DIR/.work/VARIANT (git-ignored). Several
 # variants may share one OUT_DIR and run at once. (Until 2026-11-23 it wrote
 # train_summary.json and eval/metrics.json next to the model, and the records below were
-# copied into this layout by hand.) The trials in these folders (length_buckets was then
-# the default):
+# copied into this layout by hand.) The trials in these folders (D is the folder under
+# reports/experiments/; length_buckets was then the default):
 #   final_stage_schedule/min_lr_0:      trial.sh D coconut 'B; p["train"]["min_lr_ratio"] = 0.0'
 #   final_stage_schedule/curriculum_50: trial.sh D coconut 'B; p["coconut"]["steps_per_stage"] = 50; p["coconut"]["final_stage_steps"] = 1350'
 #   seeds/seed_S:                       trial.sh D V 'B; p["base"]["seed"] = S'     (S: 1, 2; V: coconut, no_curriculum)
@@ -33,13 +36,13 @@
 # final_stage_steps, all at the final stage; since then for final_stage_steps only (as the
 # reference's `resume` does). To rerun an earlier no_curriculum trial, set
 # final_stage_steps to the total its params give. Everything above ran on an Intel machine
-# with AMX; from 2026-11-23 on an AMD EPYC (README, Results), from its own CoT model, six at once:
+# with AMX; from 2026-11-23 on an AMD EPYC (docs/experiments.md), from its own CoT model, six at once:
 #   default_seeds/seed_S:               trial.sh D V 'p["base"]["seed"] = S'
 #                                       (S: 1, 2; V: coconut, no_curriculum, no_thought;
 #                                        then S: 3, 4 for coconut and no_thought beside
 #                                        S: 1, 2 for pause_as_thought; then, four at once,
 #                                        S: 3, 4 for no_curriculum and pause_as_thought)
-# then six at once (beside read_thoughts.py for the first 20 minutes):
+# then six at once (beside scripts/read_thoughts.py for the first 20 minutes):
 #   pipeline_final_stage_1500/seed_S:   trial.sh D V 'p["coconut"]["final_stage_steps"] = 1500; p["base"]["seed"] = S'
 #                                       (S: 1, 2, 3; V: coconut, no_thought)
 # then three at once, beside the pipeline's `dvc repro` of the coconut stage:
@@ -61,6 +64,8 @@ set -euo pipefail
 # (random_cot_seeds/seed_4 and curriculum_250/seed_1 trained twice; the two runs' validation
 # histories are identical, and the evaluate command below was then run by hand).
 {
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0;; esac
+if [[ $# -ne 3 ]]; then sed -n '7p' "$0"; exit 2; fi
 out=$1; variant=$2; edit=$3
 work="$out/.work/$variant"
 mkdir -p "$work"

@@ -1,6 +1,10 @@
-# The longer-chain trial (README, "What the trials say"), run from the repo root:
-#   bash reports/experiments/longer_chains_3_5/run.sh
+# The longer_chains_3_5 trial (data, tokenizer, CoT, coconut and no_curriculum on 3-5-step chains): bash scripts/longer_chains_3_5.sh
+# Run from the repository root. Its params are reports/experiments/longer_chains_3_5/params.yaml;
+# everything it trains goes to $D (default /tmp/longer_chains); the record in that folder
+# (train_summary.json, eval_*.json) comes from there. Described in
+# reports/experiments/earlier_results.md ("What the trials say") and docs/experiments.md.
 set -e
+case "${1:-}" in -h|--help) sed -n '1,5p' "$0"; exit 0;; esac
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1
 D=${D:-/tmp/longer_chains}; P=reports/experiments/longer_chains_3_5/params.yaml
 date
