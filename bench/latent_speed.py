@@ -38,14 +38,14 @@ def reference_generate(model, prompt: list[int], eot_id: int) -> list[int]:
     embed = model.get_input_embeddings()
     embeds = embed(torch.tensor([prompt]))
     cache = DynamicCache()
-    out = model(inputs_embeds=embeds, past_key_values=cache, use_cache=True, output_hidden_states=True)
+    out = model(inputs_embeds=embeds, cache=cache, use_cache=True, output_hidden_states=True)
     for _ in range(THOUGHTS):
         h = out.hidden_states[-1][:, -1:]
         embeds = torch.cat([embeds, h], dim=1)
-        out = model(inputs_embeds=h, past_key_values=cache, use_cache=True, output_hidden_states=True)
+        out = model(inputs_embeds=h, cache=cache, use_cache=True, output_hidden_states=True)
     eot = embed(torch.tensor([[eot_id]]))
     embeds = torch.cat([embeds, eot], dim=1)
-    tokens = [model(inputs_embeds=eot, past_key_values=cache, use_cache=True).logits[0, -1].argmax().item()]
+    tokens = [model(inputs_embeds=eot, cache=cache, use_cache=True).logits[0, -1].argmax().item()]
     for _ in range(NEW_TOKENS - 1):
         embeds = torch.cat([embeds, embed(torch.tensor([[tokens[-1]]]))], dim=1)
         tokens.append(model(inputs_embeds=embeds).logits[0, -1].argmax().item())

@@ -10,7 +10,7 @@ TINY = {
     "data": {"train_size": 400, "valid_size": 16, "test_size": 16},
     "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128},
     "train": {"max_steps": 6, "batch_size": 16, "lr": 0.003, "warmup_steps": 2, "eval_every": 3,
-              "eval_size": 16, "log_every": 1},
+              "eval_size": 16, "eval_batch_size": 16, "eval_max_new_tokens": 40, "log_every": 1},
     "evaluate": {"batch_size": 16, "max_new_tokens": 40},
     "coconut": {"steps_per_stage": 2, "final_stage_steps": 2, "batch_size": 8, "eval_every": 2, "warmup_steps": 1},
 }

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import write_params
 from latent_reasoning import coconut
@@ -55,6 +56,23 @@ def test_dvc_repro_then_exp_run(tmp_path):
     assert (repo / "dvc.lock").exists()
     # an up-to-date pipeline reruns nothing
     assert "didn't change" in sh("dvc", "repro", cwd=repo) or "up to date" in sh("dvc", "status", cwd=repo)
+
+    # `dvc exp show` leads with the results: its first metric columns are reports/metrics.json's
+    header = sh("dvc", "exp", "show", "--csv", "--no-pager", cwd=repo).splitlines()[0].split(",")
+    metric_columns = header[header.index("parent") + 1:]
+    assert metric_columns[:2] == ["cot.gsm.accuracy", "cot.gsm.tokens"], header
+
+    # an evaluation setting reruns only evaluation: every training stage stays up to date
+    # whichever evaluate.* key changes
+    pristine = (repo / "params.yaml").read_text()
+    evaluate_stages = {f"evaluate@{m}" for m in ("cot", "nocot")} | {f"evaluate_coconut@{v}" for v in trained}
+    for key, value in (("max_new_tokens", 33), ("batch_size", 7), ("limit", 5)):
+        params = yaml.safe_load(pristine)
+        params["evaluate"][key] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        stale = set(json.loads(sh("dvc", "status", "--json", cwd=repo)))
+        assert stale == evaluate_stages, (key, stale)
+    (repo / "params.yaml").write_text(pristine)
 
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "baseline", cwd=repo)

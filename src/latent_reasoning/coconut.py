@@ -57,7 +57,7 @@ class CoconutConfig:
     reset_optimizer: bool = True  # a fresh optimizer at every stage switch
     # batches of similar length save padding, but on generated data question length follows
     # the number of steps, so each such batch holds one step count, and the answer-only
-    # final stage learned less from them (README: over three seeds, Coconut 48.7% bucketed
+    # final stage learned less from them (docs/coconut.md: over three seeds, Coconut 48.7% bucketed
     # vs 53.5% random, no_curriculum 52.9 vs 63.7%): off by default
     length_buckets: bool = False
     lr: float = 1e-3

@@ -92,14 +92,19 @@ class TrainConfig:
     bf16: bool = False
     eval_every: int = 400  # validation accuracy (greedy generation) every N steps
     eval_size: int = 300
+    # validation's own generation settings, so that the training stages depend on no
+    # `evaluate.*` key (an evaluation setting then reruns only evaluation)
+    eval_batch_size: int = 250
+    eval_max_new_tokens: int = 96
     log_every: int = 10
     # batches of similar length (less padding). On generated data a batch then holds one
     # step count, and CoT learned less from them: 94.6% on gsm against 97.8% with random
-    # batches, which cost 1.16x the columns (README, "Training and evaluation")
+    # batches, which cost 1.16x the columns (docs/latent_core.md)
     length_buckets: bool = False
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "eval_every", "eval_size", "log_every"):
+        for name in ("max_steps", "batch_size", "eval_every", "eval_size", "log_every", "eval_batch_size",
+                     "eval_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "warmup_steps"):

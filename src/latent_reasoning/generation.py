@@ -76,8 +76,9 @@ class _Stepper:
         self.full_mask[:, :width] = attention_mask
         cache = Cache(layers=[_PreallocatedLayer(capacity) for _ in range(model.config.num_hidden_layers)])
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        self.cache = cache  # written in place by every forward
         self.out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1,
+                         cache=cache, use_cache=True, logits_to_keep=1,
                          output_hidden_states=True)
         self.next_position = positions[:, -1:] + 1
 
@@ -95,7 +96,7 @@ class _Stepper:
         self.full_mask[:, self.width] = active.long()
         self.width += 1
         self.out = self.model(inputs_embeds=embeds[:, None], attention_mask=self.full_mask[:, : self.width],
-                              position_ids=self.next_position, past_key_values=self.out.past_key_values,
+                              position_ids=self.next_position, cache=self.cache,
                               use_cache=True, output_hidden_states=want_hidden)
         self.next_position = self.next_position + active.long()[:, None]
 

@@ -84,7 +84,7 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
         # whole question would cost as much as a layer)
         stop = start + x.shape[1]
         return model(inputs_embeds=x, attention_mask=mask[:, :stop], position_ids=positions[:, start:stop],
-                     past_key_values=cache, use_cache=True, output_hidden_states=True,
+                     cache=cache, use_cache=True, output_hidden_states=True,
                      logits_to_keep=0 if all_logits else 1)
 
     def result(logits, thoughts) -> LatentOutput:

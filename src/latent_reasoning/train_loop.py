@@ -4,7 +4,8 @@ A method supplies `make_batch(examples) -> batch` and optionally `loss_fn(model,
 (default: the model's own teacher-forced loss) and `validate(model) -> accuracy`. The loop:
 AdamW, linear warmup then cosine decay, gradient clipping, optional bf16, validation
 every `eval_every` steps with the best checkpoint kept, DVCLive metrics, a progress bar.
-Accelerate places everything: CPU here, the same code under `accelerate launch` on GPUs.
+Accelerate places everything (CPU here, a GPU where there is one), in one process: multi-process
+data parallel is not supported yet (every rank would draw the same batches).
 """
 
 from __future__ import annotations

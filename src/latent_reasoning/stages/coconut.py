@@ -71,8 +71,8 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
 
         def validate(m, stage=stage):
             metrics, _ = evaluate(
-                m, tokenizer, valid, batch_size=params.evaluate.batch_size,
-                max_new_tokens=params.evaluate.max_new_tokens, **coconut.inference_kwargs(m, variant, stage, cfg))
+                m, tokenizer, valid, batch_size=params.train.eval_batch_size,
+                max_new_tokens=params.train.eval_max_new_tokens, **coconut.inference_kwargs(m, variant, stage, cfg))
             live.log_metric("stage", stage)
             return metrics["accuracy"]
 

@@ -40,8 +40,8 @@ def main():
           f"{len(encoded)} training sequences, {cfg.max_steps} steps of {cfg.batch_size}")
 
     def validate(m):
-        metrics, _ = evaluate(m, tokenizer, valid, batch_size=params.evaluate.batch_size,
-                              max_new_tokens=params.evaluate.max_new_tokens)
+        metrics, _ = evaluate(m, tokenizer, valid, batch_size=cfg.eval_batch_size,
+                              max_new_tokens=cfg.eval_max_new_tokens)
         return metrics["accuracy"]
 
     def save(m, directory):
