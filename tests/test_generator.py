@@ -2,7 +2,8 @@ import re
 
 import pytest
 
-from latent_reasoning.generator import GeneratorConfig, SplitSizes, generate_splits, realize, sample_problem
+from latent_reasoning.generator import (SVAMP_COMBINATIONS, VARIATIONS, GeneratorConfig, SplitSizes, generate_splits,
+                                        realize, sample_problem)
 from latent_reasoning.schema import STEP_RE, step_result
 
 SIZES = SplitSizes(train=3000, valid=100, test=200)
@@ -54,7 +55,7 @@ def test_deterministic_by_seed():
 
 def test_splits_are_disjoint_by_question(splits):
     train = {ex.question for ex in splits["train"]}
-    for name in ("valid", "test_gsm", "test_multiarith", "test_longer", "test_gsm_hard"):
+    for name in ("valid", "test_gsm", "test_multiarith", "test_longer", "test_gsm_hard", "test_svamp"):
         assert not train & {ex.question for ex in splits[name]}, name
     assert not {ex.question for ex in splits["valid"]} & {ex.question for ex in splits["test_gsm"]}
 
@@ -68,7 +69,7 @@ def test_train_avoids_test_chains_and_their_prefixes(splits):
 
     train_heads = {head(ex) for ex in splits["train"]} - {None}
     assert len(train_heads) > 1000
-    for name in ("valid", "test_gsm", "test_multiarith", "test_longer"):
+    for name in ("valid", "test_gsm", "test_gsm_hard", "test_svamp", "test_multiarith", "test_longer"):
         held_out = {head(ex) for ex in splits[name]} - {None}
         assert held_out and not held_out & train_heads, name
 
@@ -77,7 +78,9 @@ def test_step_ranges(splits):
     def counts(name):
         return {len(ex.steps) for ex in splits[name]}
 
-    assert counts("train") <= {2, 3, 4}
+    assert counts("train") <= {1, 2, 3, 4}  # 1: a question about an intermediate quantity
+    assert {len(ex.steps) for ex in splits["train"] if "other_quantity" not in ex.meta.get("variation", "")} \
+        == {2, 3, 4}
     assert counts("test_multiarith") <= {2, 3}
     assert counts("test_longer") <= {5, 6} and min(counts("test_longer")) > max(counts("train"))
 
@@ -92,18 +95,103 @@ def test_gsm_hard_is_the_test_set_with_larger_numbers(splits):
     assert max(int(h.answer) for h in splits["test_gsm_hard"]) > 99
 
 
-def test_svamp_variations(splits):
-    kinds = {ex.meta["variation"] for ex in splits["test_svamp"]}
-    assert kinds == {"reordered", "distractor", "other_quantity"}
+def _check_variation(ex, base, kinds):
+    """`ex` is `base` (the same problem, plain) with exactly the variations in `kinds`."""
+    facts = lambda e: [f.strip() + "." for f in e.question.split("How")[0].split(".") if f.strip()]
+    ex_facts, base_facts = facts(ex), facts(base)
+    # an irrelevant sentence: one fact more, about someone and something not in the problem
+    assert len(ex_facts) == len(base_facts) + ("distractor" in kinds), (kinds, ex.question)
+    extra = [f for f in ex_facts if f not in base_facts]
+    assert len(extra) == ("distractor" in kinds)
+    # reordered: the same facts in another order (the irrelevant one aside)
+    kept = [f for f in ex_facts if f in base_facts]
+    assert sorted(kept) == sorted(base_facts)
+    assert (kept != base_facts) == ("reordered" in kinds), (kinds, ex.question)
+    # another quantity: the question asks about someone earlier in the chain, answered by
+    # a prefix of the steps
+    other = ex.question.split("How")[1] != base.question.split("How")[1]
+    assert other == ("other_quantity" in kinds), (kinds, ex.question)
+    if other:
+        assert len(ex.steps) < len(base.steps) and ex.steps == base.steps[: len(ex.steps)]
+    else:
+        assert ex.steps == base.steps and ex.answer == base.answer
+
+
+def test_svamp_combines_two_or_three_variations(splits):
+    combos = {ex.meta["variation"] for ex in splits["test_svamp"]}
+    assert combos == {"+".join(c) for c in SVAMP_COMBINATIONS}  # every combination occurs
     for ex, base in zip(splits["test_svamp"], splits["test_gsm"]):
-        kind = ex.meta["variation"]
-        if kind == "reordered":
-            assert ex.question != base.question and sorted(ex.question.split()) == sorted(base.question.split())
-            assert ex.answer == base.answer
-        elif kind == "distractor":
-            assert len(ex.question) > len(base.question) and ex.answer == base.answer
+        kinds = ex.meta["variation"].split("+")
+        assert len(kinds) >= 2
+        _check_variation(ex, base, kinds)
+
+
+def variations_in(ex) -> set:
+    """The variations a problem's text shows, read from the text alone."""
+    facts_text, question = ex.question.split(" How many ")
+    obj = question.split()[0]
+    facts = [f.strip() for f in facts_text.split(".") if f.strip()]
+    found = set()
+    chain, refers = [], {}  # chain sentences' subjects in text order; subject -> referent
+    for f in facts:
+        words = f.split()
+        if "than" in words or "as many as" in f:
+            refers[words[0]] = words[-1]
+            chain.append(words[0])
+        elif words[-1] == obj:
+            chain.append(words[0])
         else:
-            assert len(ex.steps) < len(base.steps) or ex.question.split("How")[1] != base.question.split("How")[1]
+            found.add("distractor")  # someone holding something the question is not about
+    if any(chain.index(ref) > chain.index(subj) for subj, ref in refers.items()):
+        found.add("reordered")  # a fact before the one it refers to
+    asked = question.split(" does ")[1].split()[0] if " does " in question else None
+    if asked in refers.values():
+        found.add("other_quantity")  # someone later in the chain depends on the one asked about
+    return found
+
+
+def test_variations_are_where_they_should_be(splits):
+    for ex in splits["test_gsm"] + splits["test_gsm_hard"] + splits["valid"]:
+        assert variations_in(ex) == set(), ex
+    for ex in splits["test_svamp"]:
+        assert variations_in(ex) == set(ex.meta["variation"].split("+")), ex
+    for ex in splits["train"]:
+        kind = ex.meta.get("variation")
+        assert variations_in(ex) == ({kind} if kind in VARIATIONS else set()), ex
+
+
+def test_train_carries_each_variation_alone_in_its_share():
+    cfg = GeneratorConfig(large_prob=0.1, variation_prob=0.15)
+    train = generate_splits(3, cfg, SplitSizes(train=6000, valid=50, test=50))["train"]
+    kinds = [ex.meta.get("variation") for ex in train]
+    share = {k: kinds.count(k) / len(train) for k in set(kinds)}
+    # the shares asked for (binomial noise at n = 6000 is about 0.005)
+    assert abs(share["enlarged"] - 0.1) < 0.02
+    assert abs(sum(share[k] for k in VARIATIONS) - 0.15) < 0.02
+    assert all(share[k] > 0.03 for k in VARIATIONS)  # each variation, alone
+    assert not any(k and "+" in k for k in kinds)  # never two at once: that is svamp's
+
+
+def test_plain_training_keeps_every_number_in_range():
+    cfg = GeneratorConfig(large_prob=0.0, variation_prob=0.0)
+    train = generate_splits(1, cfg, SplitSizes(train=2000, valid=50, test=50))["train"]
+    assert all(not ex.meta for ex in train)
+    numbers = {int(x) for ex in train for step in ex.steps for x in re.findall(r"\d+", step)}
+    assert max(numbers) <= cfg.value_max
+
+
+def test_enlarged_training_problems_use_gsm_hard_numbers(splits):
+    enlarged = [ex for ex in splits["train"] if ex.meta.get("variation") == "enlarged"]
+    plain = [ex for ex in splits["train"] if not ex.meta]
+    assert enlarged and plain
+    biggest = lambda ex: max(int(x) for x in re.findall(r"\d+", ex.question))
+    assert all(biggest(ex) <= 30 for ex in plain)
+    # given numbers (start, +/- operands) are multiples of one factor in hard_factor: the
+    # numbers gsm_hard uses throughout, here in a small share
+    assert sum(biggest(ex) >= 20 for ex in enlarged) / len(enlarged) > 0.95
+    hard_numbers = {x for ex in splits["test_gsm_hard"] for x in re.findall(r"\d+", ex.question)}
+    train_numbers = {x for ex in enlarged for x in re.findall(r"\d+", ex.question)}
+    assert len(hard_numbers & train_numbers) / len(hard_numbers) > 0.8  # known tokens, though rare
 
 
 def test_config_is_validated():

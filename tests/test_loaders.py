@@ -123,6 +123,9 @@ def test_dataset_stats(tmp_path):
     json.dumps(stats)
     assert list(stats["steps_histogram"]) == ["0", "1", "2"]
     assert dataset_stats([])["count"] == 0
+    # generated rows say what was done to them; the counts appear only then
+    varied = examples + [Example("x", ("<<1+1=2>>",), "2", {"variation": "reordered"})]
+    assert dataset_stats(varied)["variations"] == {"none": 6, "reordered": 1}
 
 
 # ---------------------------------------------------------------- malformed rows

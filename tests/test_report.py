@@ -90,6 +90,7 @@ def test_plot_writes_a_png(eval_dir, tmp_path):
     (json.dumps({"gsm": metric(0.5, 2.0, n=0)}), "'n' must be a positive integer"),
     (json.dumps({"gsm": metric(0.5, 2.0, n=1.5)}), "'n' must be a positive integer"),
     (json.dumps({"gsm": {**metric(0.5, 2.0), "by_steps": {"2": {"accuracy": 50, "n": 3}}}}), "'by_steps'"),
+    (json.dumps({"svamp": {**metric(0.5, 2.0), "by_variation": {"a+b": {"accuracy": 0.5}}}}), "'by_variation'"),
 ])
 def test_malformed_metrics_file_is_named(tmp_path, content, complaint):
     eval_dir = make_eval(tmp_path, {"cot": {"gsm": metric(0.9, 20.0)}, "coconut": content})
@@ -147,3 +148,13 @@ def test_markdown_has_gsm_accuracy_by_number_of_steps(tmp_path):
     assert "| method | 2 steps | 3 steps |" in table
     assert "| coconut | 75.0% (4) | 50.0% (4) |" in table
     assert "| cot" not in table  # no per-step numbers for it: no made-up row
+
+
+def test_markdown_has_svamp_accuracy_by_combination(tmp_path):
+    by_variation = {"reordered+distractor": {"accuracy": 0.5, "n": 2}, "distractor+other_quantity": {"accuracy": 1.0, "n": 2}}
+    s = collect(make_eval(tmp_path, {"cot": {"gsm": metric(0.9, 20.0, n=4),
+                                             "svamp": {**metric(0.75, 20.0, n=4), "by_variation": by_variation}}}))
+    assert list(s["cot"]["svamp"]["by_variation"]) == ["distractor+other_quantity", "reordered+distractor"]
+    table = results_markdown(s).split("## svamp accuracy by combination of variations")[1].split("## Published")[0]
+    assert "| method | distractor + other_quantity | reordered + distractor |" in table
+    assert "| cot | 100.0% (2) | 50.0% (2) |" in table

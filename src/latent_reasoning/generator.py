@@ -17,10 +17,17 @@ tokens. The test sets mirror the four benchmarks of the ATP-Latent paper:
 
     gsm         in distribution (the GSM8K role)
     gsm_hard    the same test problems, given numbers enlarged (how GSM-Hard was made)
-    svamp       simple variations of the test problems: facts reordered, an irrelevant
-                sentence added, or the question asking about another quantity
+    svamp       the test problems, each with two or three variations combined: facts
+                reordered, an irrelevant sentence added, the question asking about an
+                intermediate quantity
     multiarith  short 2-3 step problems
     longer      more steps than any training problem (length generalisation)
+
+Training sees what the hard sets ask, but rarely and alone, so that they are out of
+distribution yet learnable: a share (`large_prob`) of training problems is enlarged as
+gsm_hard's are, and a share (`variation_prob`) carries exactly one of svamp's variations
+(never two: svamp combines them). A model trained on the plain template alone never met a
+number above value_max nor a reordered fact, and scored near zero on both sets.
 
 A problem's *chain* is (start value, ops and operands, together?). No training problem
 shares its start value and first two operations with a test or validation problem, so
@@ -51,14 +58,24 @@ class GeneratorConfig:
     add_max: int = 9  # operands of + and - are 1..add_max
     mul_max: int = 3  # factors and divisors are 2..mul_max (divisors at most 5)
     together_prob: float = 0.0  # chance the last step sums the last two people
+    # training problems whose given numbers are enlarged by a factor in data.hard_factor,
+    # as every gsm_hard problem is: the test's numbers are known tokens, though rare ones
+    large_prob: float = 0.1
+    # training problems carrying exactly one SVAMP variation (reordered facts, an
+    # irrelevant sentence, a question about an intermediate quantity); svamp combines them
+    variation_prob: float = 0.15
 
     def __post_init__(self):
         if not (0 < self.start_min <= self.value_max):
             raise ValueError(f"generator: need 0 < start_min <= value_max, got {self}")
         if self.add_max < 1 or not (2 <= self.mul_max <= 9):
             raise ValueError(f"generator: need add_max >= 1 and 2 <= mul_max <= 9, got {self}")
-        if not 0 <= self.together_prob <= 1:
-            raise ValueError(f"generator: together_prob must be in [0, 1], got {self.together_prob}")
+        for name in ("together_prob", "large_prob", "variation_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"generator.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.large_prob + self.variation_prob > 1:
+            raise ValueError(f"generator: large_prob + variation_prob must be <= 1, got "
+                             f"{self.large_prob} + {self.variation_prob}")
 
 
 @dataclass(frozen=True)
@@ -215,23 +232,74 @@ def generate_unique(rng, n, steps_range, cfg, taken: set, forbidden_heads: set =
     return out
 
 
-def svamp_variant(rng: random.Random, p: Problem) -> Example:
-    """One SVAMP-style variation of a test problem, chosen at random."""
-    # "another quantity": someone before the end of the chain (or, when the question
-    # asks for a total, the last person alone)
-    askable = list(range(1, len(p.ops))) + ([len(p.ops)] if p.together else [])
-    kind = rng.choice(["reordered", "distractor"] + (["other_quantity"] if askable else []))
-    if kind == "reordered":
+VARIATIONS = ("reordered", "distractor", "other_quantity")
+
+
+def vary(rng: random.Random, p: Problem, kinds: tuple[str, ...], meta: dict | None = None) -> Example:
+    """The problem with each SVAMP-style variation in `kinds` applied (any combination):
+    facts reordered, an irrelevant sentence added, the question about an earlier person."""
+    order = distractor = ask = None
+    if "reordered" in kinds:
         order = list(range(len(p.ops) + 1))
         while order == sorted(order):
             rng.shuffle(order)
-        return realize(p, order=order, meta={"variation": kind})
-    if kind == "distractor":
+    if "distractor" in kinds:
         other = rng.choice([n for n in NAMES if n not in p.names])
         obj = rng.choice([o for o in OBJECTS if o != p.obj])
-        sentence = f"{other} has {rng.randint(2, 20)} {obj}."
-        return realize(p, distractor=sentence, meta={"variation": kind})
-    return realize(p, ask=rng.choice(askable), meta={"variation": kind})
+        distractor = f"{other} has {rng.randint(2, 20)} {obj}."
+    if "other_quantity" in kinds:
+        ask = rng.choice(_askable(p))
+    return realize(p, order=order, distractor=distractor, ask=ask,
+                   meta={**(meta or {}), "variation": "+".join(kinds)})
+
+
+def _askable(p: Problem) -> list[int]:
+    """People the question can ask about instead of the default: anyone before the end of
+    the chain (or, when the question asks for a total, the last person alone)."""
+    return list(range(1, len(p.ops))) + ([len(p.ops)] if p.together else [])
+
+
+# svamp's combinations: every pair of variations and all three, never one alone (training
+# has each alone)
+SVAMP_COMBINATIONS = (("reordered", "distractor"), ("reordered", "other_quantity"),
+                      ("distractor", "other_quantity"), VARIATIONS)
+
+
+def svamp_variant(rng: random.Random, p: Problem) -> Example:
+    """A test problem with two or three variations combined, chosen at random."""
+    combos = [c for c in SVAMP_COMBINATIONS if "other_quantity" not in c or _askable(p)]
+    return vary(rng, p, rng.choice(combos))
+
+
+def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: set,
+                   hard_factor=(10, 30)) -> list[Example]:
+    """`n` training problems with distinct chains, none computing a held-out head. A share
+    `cfg.large_prob` is enlarged (as gsm_hard is), a share `cfg.variation_prob` carries one
+    variation; the rest are plain. The head checked is that of the chain as written."""
+    taken, out, attempts = set(), [], 0
+    while len(out) < n:
+        # the kind first, then a problem of it: kinds that are rejected more often (plain
+        # chains collide more) keep their share
+        u = rng.random()
+        kind = "enlarged" if u < cfg.large_prob else "varied" if u < cfg.large_prob + cfg.variation_prob else "plain"
+        while True:
+            attempts += 1
+            if attempts > 50 * n + 10_000:
+                raise ValueError(f"generator: could only make {len(out)} of {n} distinct training problems "
+                                 f"with {steps_range} steps; widen value_max/add_max or ask for fewer")
+            base = sample_problem(rng, rng.randint(*steps_range), cfg)
+            p = base.scaled(rng.randint(*hard_factor)) if kind == "enlarged" else base
+            if p.chain not in taken and _head(p) not in forbidden_heads and _head(base) not in forbidden_heads:
+                break
+        taken.add(p.chain)
+        if kind == "enlarged":
+            out.append(realize(p, meta={"variation": "enlarged"}))
+        elif kind == "varied":
+            kinds = [k for k in VARIATIONS if k != "other_quantity" or _askable(p)]
+            out.append(vary(rng, p, (rng.choice(kinds),)))
+        else:
+            out.append(realize(p))
+    return out
 
 
 @dataclass(frozen=True)
@@ -252,16 +320,16 @@ def generate_splits(seed: int, cfg: GeneratorConfig, sizes: SplitSizes,
     valid = generate_unique(rng, sizes.valid, train_steps, cfg, taken)
     multiarith = generate_unique(rng, sizes.test, multiarith_steps, cfg, taken)
     longer = generate_unique(rng, sizes.test, longer_steps, cfg, taken)
-    held_out = {_head(p) for p in test + valid + multiarith + longer}
-    train = generate_unique(rng, sizes.train, train_steps, cfg, set(), forbidden_heads=held_out)
+    hard = [p.scaled(rng.randint(*hard_factor)) for p in test]
+    held_out = {_head(p) for p in test + valid + multiarith + longer + hard}
+    train = generate_train(rng, sizes.train, train_steps, cfg, held_out, hard_factor)
 
-    hard = [realize(p.scaled(rng.randint(*hard_factor)), meta={"variation": "enlarged"}) for p in test]
     svamp = [svamp_variant(rng, p) for p in test]
     return {
-        "train": [realize(p) for p in train],
+        "train": train,
         "valid": [realize(p) for p in valid],
         "test_gsm": [realize(p) for p in test],
-        "test_gsm_hard": hard,
+        "test_gsm_hard": [realize(p, meta={"variation": "enlarged"}) for p in hard],
         "test_svamp": svamp,
         "test_multiarith": [realize(p) for p in multiarith],
         "test_longer": [realize(p) for p in longer],

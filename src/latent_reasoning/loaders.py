@@ -99,7 +99,7 @@ def dataset_stats(examples: list[Example]) -> dict:
     """Summary numbers of a list of examples, as a JSON-able dict."""
     n = len(examples)
     n_steps = Counter(len(ex.steps) for ex in examples)
-    return {
+    stats = {
         "count": n,
         "steps_histogram": {str(k): n_steps[k] for k in sorted(n_steps)},
         "mean_steps": sum(len(ex.steps) for ex in examples) / n if n else 0.0,
@@ -109,6 +109,10 @@ def dataset_stats(examples: list[Example]) -> dict:
             1 for ex in examples if ex.steps and not same_answer(step_result(ex.steps[-1]), ex.answer)
         ),
     }
+    variations = Counter((ex.meta or {}).get("variation", "none") for ex in examples)
+    if set(variations) != {"none"} and variations:  # what the generator did to each problem
+        stats["variations"] = dict(sorted(variations.items()))
+    return stats
 
 
 # ---------------------------------------------------------------- choosing a format

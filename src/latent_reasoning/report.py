@@ -63,14 +63,19 @@ def _read_entry(entry, where: str) -> dict:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ReportError(f"{where}: 'n' must be a positive integer, got {n!r}")
     out = {"accuracy": float(acc), "tokens": float(tokens), "n": n}
-    if "by_steps" in entry:  # optional: accuracy by number of gold reasoning steps
-        by_steps = entry["by_steps"]
-        if not isinstance(by_steps, dict) or not all(
+    # optional breakdowns: accuracy by number of gold reasoning steps, and by variation
+    # (svamp's combinations, gsm_hard's "enlarged")
+    for key, what, sort_key in (("by_steps", "a step count", lambda kv: int(kv[0])),
+                                ("by_variation", "a variation", lambda kv: kv[0])):
+        if key not in entry:
+            continue
+        groups = entry[key]
+        if not isinstance(groups, dict) or not all(
                 isinstance(v, dict) and _number(v.get("accuracy")) and 0 <= v["accuracy"] <= 1
-                and isinstance(v.get("n"), int) for v in by_steps.values()):
-            raise ReportError(f"{where}: 'by_steps' must map a step count to {{accuracy in [0, 1], n}}")
-        out["by_steps"] = {str(k): {"accuracy": float(v["accuracy"]), "n": v["n"]}
-                           for k, v in sorted(by_steps.items(), key=lambda kv: int(kv[0]))}
+                and isinstance(v.get("n"), int) for v in groups.values()):
+            raise ReportError(f"{where}: '{key}' must map {what} to {{accuracy in [0, 1], n}}")
+        out[key] = {str(k): {"accuracy": float(v["accuracy"]), "n": v["n"]}
+                    for k, v in sorted(groups.items(), key=sort_key)}
     return out
 
 
@@ -154,6 +159,17 @@ def results_markdown(summary: dict, published: list[dict] | None = None) -> str:
         lines += _table(["method"] + [f"{k} steps" for k in counts],
                         [[m] + [f"{100 * v[k]['accuracy']:.1f}% ({v[k]['n']})" if k in v else "–" for k in counts]
                          for m, v in with_steps.items()])
+
+    # svamp combines two or three variations that training shows only alone: which hurt most
+    with_variation = {m: per["svamp"]["by_variation"] for m, per in summary.items()
+                      if "by_variation" in per.get("svamp", {})}
+    if with_variation:
+        kinds = sorted({k for v in with_variation.values() for k in v})
+        lines += ["", "## svamp accuracy by combination of variations", "",
+                  "Accuracy on the svamp problems that combine these variations (n per cell in brackets).", ""]
+        lines += _table(["method"] + [k.replace("+", " + ") for k in kinds],
+                        [[m] + [f"{100 * v[k]['accuracy']:.1f}% ({v[k]['n']})" if k in v else "–" for k in kinds]
+                         for m, v in with_variation.items()])
 
     lines += ["", "## Published numbers (from the papers, not our runs)", "", SCALE_CAVEAT, ""]
     if published:
