@@ -7,7 +7,11 @@
    copy of the model while the reference stays in fp32 (each loop at its faster dtype
    on a CPU with bf16 matmuls; the pipeline itself evaluates in fp32).
 2. Training: one Coconut step (latent_forward + backward + AdamW, batch 32, 6 thoughts)
-   against a plain teacher-forced step on the same token sequences.
+   and one ATP-Latent step (the same, through the latent head, plus the step decoder on
+   every group and the stop head; atp.atp_loss) against a plain teacher-forced step on
+   the same token sequences.
+3. ATP-Latent generation with stop decisions (up to 6 thoughts, a stop head asked at each
+   group of 2): batched against one row at a time, with the same heads.
 
     python bench/latent_speed.py [--n-layer 4 --n-embd 128] [--questions 64] [--batched-dtype bfloat16]
 """
@@ -19,7 +23,7 @@ import time
 
 import torch
 
-from latent_reasoning import coconut
+from latent_reasoning import atp, coconut
 from latent_reasoning.formats import prompt_text
 from latent_reasoning.generation import generate
 from latent_reasoning.latent import latent_forward
@@ -138,18 +142,64 @@ def main():
     def latent_step():
         step(lambda: latent_forward(model, latent_batch).loss)
 
-    for fn in (plain_step, latent_step):
+    # ATP-Latent: the same model thinking through its heads, and a step decoder
+    torch.manual_seed(0)
+    heads = atp.AtpHeads(model.config.hidden_size)
+    decoder = copy.deepcopy(model)
+    atp_batch = atp.make_batch(tok, batch_examples, "atp_vae", cfg.final_stage, cfg)
+    atp_opt = torch.optim.AdamW([*model.parameters(), *heads.parameters(), *decoder.parameters()], lr=1e-4)
+
+    def atp_step():
+        loss = atp.atp_loss(model, heads, decoder, atp_batch, cfg, kl_weight=0.001).loss
+        loss.backward()
+        atp_opt.step()
+        atp_opt.zero_grad(set_to_none=True)
+
+    for fn in (plain_step, latent_step, atp_step):
         fn()  # warm-up
-    t_plain, t_latent = [], []
-    for _ in range(args.train_steps):  # interleaved, so drift in machine load hits both alike
+    t_plain, t_latent, t_atp = [], [], []
+    for _ in range(args.train_steps):  # interleaved, so drift in machine load hits all alike
         t_plain.append(timed(plain_step))
         t_latent.append(timed(latent_step))
-    p, l = median(t_plain), median(t_latent)
+        t_atp.append(timed(atp_step))
+    p, l, a = median(t_plain), median(t_latent), median(t_atp)
     print(f"training step (batch 32, {int(latent_batch.n_latents.max())} thoughts, "
           f"{latent_batch.input_ids.shape[1]} columns), median of {args.train_steps}:")
     print(f"  plain teacher-forced: {1000 * p:7.1f} ms")
-    print(f"  Coconut (cached passes, full backprop): {1000 * l:7.1f} ms")
-    print(f"  ratio: {l / p:.2f}x")
+    print(f"  Coconut (cached passes, full backprop): {1000 * l:7.1f} ms   ratio to plain: {l / p:.2f}x")
+    print(f"  ATP-Latent (heads, {atp_batch.groups} decoder groups per row, stop head): {1000 * a:7.1f} ms   "
+          f"ratio to plain: {a / p:.2f}x, to Coconut: {a / l:.2f}x   "
+          f"({int(atp_batch.latent.n_latents.sum())} thoughts in the batch, adaptive)")
+
+    # --- ATP-Latent generation with stop decisions --------------------------------------
+    model.eval()
+    heads.eval()
+    run = atp.inference_kwargs(heads, "atp_vae", cfg)
+    kwargs = dict(max_new_tokens=NEW_TOKENS, eos_id=-1, pad_id=tok.pad_token_id, eot_id=eot,
+                  thought_fn=run["thought_fn"], stop_fn=run["stop_fn"], group=run["group"], return_thoughts=True)
+    with torch.no_grad():
+        def atp_batched():
+            return generate(model, prompts, n_latents=[cfg.max_thoughts] * len(prompts), **kwargs)
+
+        def atp_alone():
+            return [generate(model, [q], n_latents=[cfg.max_thoughts], **kwargs) for q in ref_prompts]
+
+        atp_batched()  # warm-up
+        fast_rounds, slow_rounds = [], []
+        for _ in range(args.rounds):
+            fast_rounds.append(len(prompts) / timed(atp_batched))
+            slow_rounds.append(len(ref_prompts) / timed(atp_alone))
+        together, alone = atp_batched(), atp_alone()
+    same = sum(together.tokens[i] == g.tokens[0] and together.n_thoughts[i] == g.n_thoughts[0]
+               for i, g in enumerate(alone))
+    fast, slow = median(fast_rounds), median(slow_rounds)
+    used = sum(together.n_thoughts) / len(prompts)
+    print(f"ATP-Latent generation with stop decisions (up to {cfg.max_thoughts} thoughts, "
+          f"{used:.1f} used on average by these untrained heads, + {NEW_TOKENS} tokens):")
+    print(f"  batched ({len(prompts)} questions/batch): {fast:8.1f} examples/s")
+    print(f"  one row at a time (KV-cached): {slow:7.1f} examples/s")
+    print(f"  speed-up: {fast / slow:.1f}x   (same tokens and stops: {same} of {len(ref_prompts)} rows; "
+          f"medians of {args.rounds} interleaved rounds)")
 
 
 if __name__ == "__main__":

@@ -42,14 +42,25 @@ def test_dvc_repro_then_exp_run(tmp_path):
 
     summary = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(summary) == {"cot", "nocot", "coconut", "no_curriculum", "no_thought", "pause_as_thought",
-                            "pause_token"}
+                            "pause_token", "atp_vae"}
+    # ATP-Latent's thoughts read back, scored per test set
+    assert 0 <= summary["atp_vae"]["gsm"]["stop_accuracy"] <= 1
+    assert 0 <= summary["atp_vae"]["gsm"]["decoded_step_accuracy"] <= 1
+    decoded = [json.loads(line)["decoded_steps"]
+               for line in (repo / "reports" / "eval" / "atp_vae" / "predictions" / "gsm.jsonl").open()]
+    assert len(decoded) == 16 and all(isinstance(d, list) for d in decoded)
+    assert "ATP-Latent: thoughts read back" in (repo / "reports" / "results.md").read_text()
+    # the try-it-yourself command on the trained model
+    asked = sh("python", "-m", "latent_reasoning.ask", "--method", "atp_vae",
+               "Ava has 12 apples. Ben has 5 more than Ava. How many apples does Ben have?", cwd=repo)
+    assert "answer:" in asked and "thoughts used:" in asked, asked
     for method, sets in summary.items():
         assert set(sets) == {"gsm", "gsm_hard", "svamp", "multiarith", "longer"}
         for m in sets.values():
             assert m["n"] == 16 and 0 <= m["accuracy"] <= 1 and m["tokens"] >= 0
     # the coconut stage trained every variant (all at once, one process each: the default jobs)
     trained = json.loads((repo / "reports" / "train" / "coconut.json").read_text())
-    assert set(trained) == set(summary) - {"cot", "nocot"}
+    assert set(trained) == set(summary) - {"cot", "nocot", "atp_vae"}
     assert all((coconut.model_dir(variant, repo / coconut.MODELS_ROOT) / "config.json").exists() for variant in trained)
     assert "cot" in (repo / "reports" / "results.md").read_text()
     assert (repo / "reports" / "results.png").read_bytes()[:4] == b"\x89PNG"
@@ -65,7 +76,8 @@ def test_dvc_repro_then_exp_run(tmp_path):
     # an evaluation setting reruns only evaluation: every training stage stays up to date
     # whichever evaluate.* key changes
     pristine = (repo / "params.yaml").read_text()
-    evaluate_stages = {f"evaluate@{m}" for m in ("cot", "nocot")} | {f"evaluate_coconut@{v}" for v in trained}
+    evaluate_stages = {f"evaluate@{m}" for m in ("cot", "nocot")} | {f"evaluate_coconut@{v}" for v in trained} \
+        | {"evaluate_atp@atp_vae"}
     for key, value in (("max_new_tokens", 33), ("batch_size", 7), ("limit", 5)):
         params = yaml.safe_load(pristine)
         params["evaluate"][key] = value

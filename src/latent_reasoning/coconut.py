@@ -34,7 +34,7 @@ import torch
 from .formats import IGNORE, prompt_text
 from .latent import LatentBatch, layout
 from .schema import Example
-from .tokenizer import BOT, EOT, LATENT, PAUSE
+from .tokenizer import BOT, EOT, LATENT, LATENT_TOKENS, PAUSE
 
 VARIANTS = ("coconut", "no_curriculum", "no_thought", "pause_as_thought", "pause_token")
 THOUGHT_FEEDBACK = ("hidden", "soft_token")
@@ -114,6 +114,17 @@ def thought_fn(model, cfg: CoconutConfig):
         return (torch.softmax(logits, dim=-1) @ embeddings.float()).to(h.dtype)
 
     return soft_token
+
+
+def init_latent_tokens(model, tokenizer) -> None:
+    """The latent-reasoning special tokens start from the embedding of "<<", the token a
+    step starts with (the reference meant to do this, but a bug made it a no-op until Aug
+    2025). A pretrained tokenizer may split "<<": its first piece is taken."""
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        start = emb[tokenizer("<<", add_special_tokens=False)["input_ids"][0]].clone()
+        for tok in LATENT_TOKENS:
+            emb[tokenizer.convert_tokens_to_ids(tok)] = start
 
 
 def stages(variant: str, cfg: CoconutConfig) -> list[tuple[int, int]]:

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import yaml
 
+from .atp import VARIANTS as ATP_VARIANTS, AtpConfig
 from .coconut import VARIANTS as COCONUT_VARIANTS, CoconutConfig
 from .generator import GeneratorConfig
 
-# every method the pipeline knows: the SFT baselines (train stage), Coconut and its ablations
+# every method the pipeline knows: the SFT baselines (train stage), Coconut and its
+# ablations, ATP-Latent and its ablations
 SFT_METHODS = ("cot", "nocot")
-METHODS = SFT_METHODS + COCONUT_VARIANTS
+METHODS = SFT_METHODS + COCONUT_VARIANTS + ATP_VARIANTS
 
 
 class ConfigError(ValueError):
@@ -46,7 +48,7 @@ class DataConfig:
     train_steps: tuple = (2, 4)
     multiarith_steps: tuple = (2, 3)
     longer_steps: tuple = (5, 6)
-    hard_factor: tuple = (10, 30)
+    hard_factor: tuple = (10, 12)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
 
     def __post_init__(self):
@@ -82,7 +84,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = 1600
+    max_steps: int = 2000
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -167,6 +169,7 @@ class Params:
     train_overrides: dict  # method -> {train key: value}
     evaluate: EvaluateConfig
     coconut: CoconutConfig
+    atp: AtpConfig
 
     def train_for(self, method: str) -> TrainConfig:
         """The train section with the method's overrides applied (SFT methods)."""
@@ -187,7 +190,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise ConfigError(f"no params file at {path}")
     raw = yaml.safe_load(path.read_text()) or {}
-    known = {"base", "data", "model", "train", "evaluate", "coconut"}
+    known = {"base", "data", "model", "train", "evaluate", "coconut", "atp"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -204,6 +207,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         train_overrides=overrides,
         evaluate=from_dict(EvaluateConfig, raw.get("evaluate"), "evaluate"),
         coconut=from_dict(CoconutConfig, raw.get("coconut"), "coconut"),
+        atp=from_dict(AtpConfig, raw.get("atp"), "atp"),
     )
     for method in overrides:
         params.train_for(method)  # validate the merged sections now, not at stage time

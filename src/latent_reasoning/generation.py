@@ -35,7 +35,9 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
 @dataclass
 class Generation:
     tokens: list[list[int]]  # new tokens per row, eos not included
-    thoughts: list[torch.Tensor]  # per row: (n_latents[i], hidden) the hidden states fed back
+    thoughts: list[torch.Tensor]  # per row: (n_thoughts[i], hidden) the hidden states thought from
+    inputs: list[torch.Tensor]  # per row: (n_thoughts[i], hidden) what was fed back: thought_fn(h)
+    n_thoughts: list[int]  # per row: thoughts used (fewer than asked where stop_fn stopped it)
 
 
 class _PreallocatedLayer(DynamicLayer):
@@ -104,22 +106,28 @@ class _Stepper:
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: int, pad_id: int,
              n_latents: list[int] | None = None, eot_id: int | None = None, thought_fn=None,
+             stop_fn=None, group: int = 1,
              temperature: float = 0.0, rng: torch.Generator | None = None,
              return_thoughts: bool = False):
     """New tokens per prompt (eos not included), greedy when temperature == 0.
 
-    With `n_latents`, each prompt (ending in <bot>) is followed by that many continuous
-    thoughts and then `eot_id`. `thought_fn` maps the hidden state to the next input
-    embedding (identity for Coconut). With `return_thoughts`, returns a Generation with
-    the thought vectors too."""
+    With `n_latents`, each prompt (ending in <bot>) is followed by up to that many
+    continuous thoughts and then `eot_id`. `thought_fn` maps the hidden state to the next
+    input embedding (identity for Coconut). `stop_fn(x) -> (B,) bool`, asked at the first
+    thought of every group of `group` thoughts with the input that thought would feed,
+    ends a row's thinking there (ATP-Latent's stop head): the row feeds nothing more and
+    idles on masked padding until every row has stopped or reached its count, then all get
+    `eot_id`. With `return_thoughts`, returns a Generation with the thought vectors and the
+    thoughts each row used."""
     device = next(model.parameters()).device
     embed = model.get_input_embeddings()
     input_ids, attention_mask = left_pad(prompts, pad_id, device)
     batch = len(prompts)
     n_thought_steps = (max(n_latents, default=0) + 1) if n_latents is not None else 0
     state = _Stepper(model, input_ids, attention_mask, capacity=input_ids.shape[1] + n_thought_steps + max_new_tokens)
-    thoughts = [[] for _ in prompts]
+    thoughts, inputs = [[] for _ in prompts], [[] for _ in prompts]
     all_rows = torch.ones(batch, dtype=torch.bool, device=device)
+    counts = torch.zeros(batch, dtype=torch.long, device=device)
 
     if n_latents is not None:  # <bot> thoughts <eot>, even when no row has a thought
         if eot_id is None:
@@ -130,9 +138,16 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: in
             active = counts > k
             h = state.hidden
             x = thought_fn(h) if thought_fn is not None else h
+            if stop_fn is not None and k % group == 0:  # a group starts: go on, or stop here
+                stop = stop_fn(x) & active
+                counts = torch.where(stop, torch.full_like(counts, k), counts)
+                active = active & ~stop
+                if not active.any():  # every row has stopped: no more thought columns
+                    break
             if return_thoughts:  # a per-row Python loop: only when the caller wants them
                 for i in active.nonzero().flatten().tolist():
                     thoughts[i].append(h[i])
+                    inputs[i].append(x[i])
             state.step(torch.where(active[:, None], x.to(pad_embed.dtype), pad_embed), active, want_hidden=True)
         state.step(embed(torch.full((batch,), eot_id, device=device)), all_rows)
 
@@ -154,4 +169,5 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: in
     tokens = [row[: row.index(eos_id)] if eos_id in row else row for row in rows]
     if not return_thoughts:
         return tokens
-    return Generation(tokens, [torch.stack(t) if t else torch.empty(0) for t in thoughts])
+    stacked = lambda rows: [torch.stack(t) if t else torch.empty(0) for t in rows]
+    return Generation(tokens, stacked(thoughts), stacked(inputs), counts.tolist())

@@ -60,10 +60,10 @@ class GeneratorConfig:
     together_prob: float = 0.0  # chance the last step sums the last two people
     # training problems whose given numbers are enlarged by a factor in data.hard_factor,
     # as every gsm_hard problem is: the test's numbers are known tokens, though rare ones
-    large_prob: float = 0.1
+    large_prob: float = 0.2
     # training problems carrying exactly one SVAMP variation (reordered facts, an
     # irrelevant sentence, a question about an intermediate quantity); svamp combines them
-    variation_prob: float = 0.15
+    variation_prob: float = 0.3
 
     def __post_init__(self):
         if not (0 < self.start_min <= self.value_max):
@@ -272,7 +272,7 @@ def svamp_variant(rng: random.Random, p: Problem) -> Example:
 
 
 def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: set,
-                   hard_factor=(10, 30)) -> list[Example]:
+                   hard_factor=(10, 12)) -> list[Example]:
     """`n` training problems with distinct chains, none computing a held-out head. A share
     `cfg.large_prob` is enlarged (as gsm_hard is), a share `cfg.variation_prob` carries one
     variation; the rest are plain. The head checked is that of the chain as written."""
@@ -311,7 +311,7 @@ class SplitSizes:
 
 def generate_splits(seed: int, cfg: GeneratorConfig, sizes: SplitSizes,
                     train_steps=(2, 4), multiarith_steps=(2, 3), longer_steps=(5, 6),
-                    hard_factor=(10, 30)) -> dict[str, list[Example]]:
+                    hard_factor=(10, 12)) -> dict[str, list[Example]]:
     """All splits, deterministic given the seed. Test and validation problems are drawn
     first; training then avoids their chains and their chains' prefixes."""
     rng = random.Random(seed)

@@ -33,19 +33,30 @@ class LatentBatch:
     attention_mask: torch.Tensor  # (B, T), 0 on every pad (left, in-slot, right)
     labels: torch.Tensor  # (B, T), IGNORE where there is no loss
     bot_column: int  # P: every row's <bot>
-    n_latents: torch.Tensor  # (B,) thoughts per row; slots P+1 .. P+n_max
+    n_latents: torch.Tensor  # (B,) thoughts per row; slots P+1 .. P+n_slots
+    # latent slot columns: at least the largest n_latents. More slots than any row fills
+    # still call thought_fn at each (on the state after the row's last thought), so that a
+    # method can read what the model would think next: ATP-Latent's stop head does
+    n_slots: int | None = None
+
+    def __post_init__(self):
+        if self.n_slots is None:
+            self.n_slots = int(self.n_latents.max()) if len(self.n_latents) else 0
 
     def to(self, device):
         return LatentBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
-                           self.bot_column, self.n_latents.to(device))
+                           self.bot_column, self.n_latents.to(device), self.n_slots)
 
 
 def layout(prefixes: list[list[int]], n_latents: list[int], suffixes: list[list[int]],
-           suffix_labels: list[list[int]], latent_id: int, pad_id: int) -> LatentBatch:
+           suffix_labels: list[list[int]], latent_id: int, pad_id: int, n_slots: int | None = None) -> LatentBatch:
     """Build a LatentBatch from per-row prefix tokens (ending in <bot>), thought counts and
-    suffix tokens with their labels (the suffix usually starts with <eot>)."""
+    suffix tokens with their labels (the suffix usually starts with <eot>). `n_slots`:
+    latent slot columns (default: the largest thought count)."""
     P = max(len(p) for p in prefixes) - 1
-    n_max = max(n_latents)
+    n_max = max(n_latents) if n_slots is None else n_slots
+    if n_max < max(n_latents):
+        raise ValueError(f"layout: n_slots={n_slots} is fewer than a row's {max(n_latents)} thoughts")
     width = P + 1 + n_max + max(len(s) for s in suffixes)
     B = len(prefixes)
     input_ids = torch.full((B, width), pad_id, dtype=torch.long)
@@ -60,7 +71,7 @@ def layout(prefixes: list[list[int]], n_latents: list[int], suffixes: list[list[
         input_ids[i, start: start + len(suffix)] = torch.tensor(suffix)
         attention_mask[i, start: start + len(suffix)] = 1
         labels[i, start: start + len(lab)] = torch.tensor(lab)
-    return LatentBatch(input_ids, attention_mask, labels, P, torch.tensor(n_latents))
+    return LatentBatch(input_ids, attention_mask, labels, P, torch.tensor(n_latents), n_max)
 
 
 @dataclass
@@ -75,7 +86,7 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
     embed = model.get_input_embeddings()
     ids, mask = batch.input_ids, batch.attention_mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    P, n_max = batch.bot_column, int(batch.n_latents.max())
+    P, n_max = batch.bot_column, batch.n_slots
     S = P + 1 + n_max  # the suffix starts at column S; logits at column c predict the token at c+1
     cache = DynamicCache()
 

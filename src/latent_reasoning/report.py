@@ -21,9 +21,10 @@ from matplotlib.figure import Figure
 
 # display orders; names not listed here come after, alphabetically
 METHODS = ("cot", "nocot", "coconut", "no_curriculum", "no_thought",
-           "pause_as_thought", "pause_token", "atp_latent", "latent_rl")
+           "pause_as_thought", "pause_token", "atp_vae", "atp_no_vae", "atp_no_stop", "latent_rl")
 TEST_SETS = ("gsm", "gsm_hard", "svamp", "multiarith", "longer")
 
+READOUTS = ("stop_accuracy", "decoded_step_accuracy")
 PUBLISHED_KEYS = ("paper", "table", "model", "dataset", "method", "accuracy", "source")
 
 SCALE_CAVEAT = (
@@ -76,6 +77,22 @@ def _read_entry(entry, where: str) -> dict:
             raise ReportError(f"{where}: '{key}' must map {what} to {{accuracy in [0, 1], n}}")
         out[key] = {str(k): {"accuracy": float(v["accuracy"]), "n": v["n"]}
                     for k, v in sorted(groups.items(), key=sort_key)}
+    # optional, ATP-Latent: how often the stop head stopped after the true number of steps,
+    # and how many true steps the step decoder read back exactly; overall and per step count
+    for key in READOUTS:
+        if key in entry:
+            if not _number(entry[key]) or not 0 <= entry[key] <= 1:
+                raise ReportError(f"{where}: '{key}' must be a number in [0, 1], got {entry[key]!r}")
+            out[key] = float(entry[key])
+    if "readout_by_steps" in entry:
+        groups = entry["readout_by_steps"]
+        if not isinstance(groups, dict) or not all(
+                isinstance(v, dict) and all(_number(v.get(k)) and 0 <= v[k] <= 1 for k in READOUTS)
+                and isinstance(v.get("n"), int) for v in groups.values()):
+            raise ReportError(f"{where}: 'readout_by_steps' must map a step count to "
+                              f"{{{', '.join(READOUTS)} in [0, 1], n}}")
+        out["readout_by_steps"] = {str(k): {**{r: float(v[r]) for r in READOUTS}, "n": v["n"]}
+                                   for k, v in sorted(groups.items(), key=lambda kv: int(kv[0]))}
     return out
 
 
@@ -159,6 +176,21 @@ def results_markdown(summary: dict, published: list[dict] | None = None) -> str:
         lines += _table(["method"] + [f"{k} steps" for k in counts],
                         [[m] + [f"{100 * v[k]['accuracy']:.1f}% ({v[k]['n']})" if k in v else "–" for k in counts]
                          for m, v in with_steps.items()])
+
+    # ATP-Latent's thoughts read back: did it stop after the right number of groups, and do
+    # its groups decode to the true steps?
+    with_readout = {m: per["gsm"] for m, per in summary.items() if "readout_by_steps" in per.get("gsm", {})}
+    if with_readout:
+        counts = sorted({k for v in with_readout.values() for k in v["readout_by_steps"]}, key=int)
+        lines += ["", "## ATP-Latent: thoughts read back on gsm", "",
+                  "Stop accuracy (share of problems whose used step groups equal their steps, at most "
+                  "max_latent_stage) / decoded-step accuracy (share of true steps that the step decoder "
+                  "reads back exactly, in order), by number of steps (n in brackets).", ""]
+        lines += _table(["method", "all"] + [f"{k} steps" for k in counts],
+                        [[m, f"{100 * v['stop_accuracy']:.1f}% / {100 * v['decoded_step_accuracy']:.1f}%"]
+                         + [f"{100 * r[k]['stop_accuracy']:.1f}% / {100 * r[k]['decoded_step_accuracy']:.1f}% "
+                            f"({r[k]['n']})" if k in r else "–" for k in counts]
+                         for m, v in with_readout.items() for r in [v["readout_by_steps"]]])
 
     # svamp combines two or three variations that training shows only alone: which hurt most
     with_variation = {m: per["svamp"]["by_variation"] for m, per in summary.items()

@@ -107,6 +107,13 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
         model.train()
         with accelerator.autocast():
             loss = loss_fn(model, batch)
+        # a loss_fn may return {"loss": ..., other scalars to log as train/<name>}
+        parts = {}
+        if isinstance(loss, dict):
+            parts = {k: v for k, v in loss.items() if k != "loss"}
+            loss = loss["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step} (lr {optimizer.param_groups[0]['lr']:.2e})")
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -117,6 +124,8 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
             live.log_metric("train/loss", loss.item())
             live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
             live.log_metric("train/grad_norm", float(grad_norm))
+            for name, value in parts.items():
+                live.log_metric(f"train/{name}", float(value))
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if validate is not None and ((step + 1) % cfg.eval_every == 0 or last):
             model.eval()

@@ -26,7 +26,7 @@ from ..latent import latent_forward
 from ..modeling import build_model, load_checkpoint
 from ..parallel import run_jobs, threads_per_job
 from ..schema import read_jsonl
-from ..tokenizer import LATENT_TOKENS, load_tokenizer
+from ..tokenizer import load_tokenizer
 from ..train_loop import make_optimizer, open_live, train
 
 
@@ -42,14 +42,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
         model = build_model(params.model, tokenizer, seed=params.base.seed)
     else:
         model = load_checkpoint(args.cot, "the CoT-SFT model (models/cot)")
-        # new special tokens start from a sensible embedding: the one of "<<", the token a
-        # step starts with (the reference meant to do this, but a bug made it a no-op)
-        emb = model.get_input_embeddings().weight
-        with torch.no_grad():
-            # (a pretrained tokenizer may split "<<": take its first piece)
-            start = emb[tokenizer("<<", add_special_tokens=False)["input_ids"][0]].clone()
-            for tok in LATENT_TOKENS:
-                emb[tokenizer.convert_tokens_to_ids(tok)] = start
+        coconut.init_latent_tokens(model, tokenizer)
     train_examples = read_jsonl(Path(args.data) / "train.jsonl")
     valid = read_jsonl(Path(args.data) / "valid.jsonl")[: params.train.eval_size]
     rng = random.Random(params.base.seed)

@@ -1,0 +1,138 @@
+"""Stage `atp`: ATP-Latent imitation (atp.py) for every variant in `atp.variants`, from the
+CoT-SFT model, on Coconut's curriculum (the `coconut` section's c_thought, stages, steps,
+learning rates and batch size), so that `atp_vae` and `coconut` differ only in the method.
+
+Each variant trains a main model (the CoT-SFT copy that thinks), its latent and stop heads
+and a step decoder (a second copy of the CoT-SFT model); `atp.jobs` variants train at once,
+one process each. Validation accuracy is logged per stage; the model kept is the best of
+the final stage. Writes models/atp/<variant>/ (the main model, atp_heads.safetensors,
+decoder/), DVCLive logs in reports/train/atp/<variant> and reports/train/atp.json."""
+
+import argparse
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import atp, coconut
+from ..config import load_params
+from ..evaluation import evaluate
+from ..modeling import load_checkpoint
+from ..parallel import run_jobs, threads_per_job
+from ..schema import read_jsonl
+from ..tokenizer import load_tokenizer
+from ..train_loop import make_optimizer, open_live, train
+
+
+class AtpModel(nn.Module):
+    """What one variant trains: the thinking model, its heads, the step decoder."""
+
+    def __init__(self, main, heads, decoder):
+        super().__init__()
+        self.main, self.heads, self.decoder = main, heads, decoder
+
+
+def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
+    params = load_params(args.params)
+    cfg, acfg = params.coconut, params.atp
+    torch.set_num_threads(threads)
+    torch.manual_seed(params.base.seed)  # the heads' initial weights
+    out = atp.model_dir(variant, args.out)
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    main = load_checkpoint(args.cot, "the CoT-SFT model (models/cot)")
+    coconut.init_latent_tokens(main, tokenizer)
+    decoder = load_checkpoint(args.cot, "the CoT-SFT model (models/cot)")
+    heads = atp.AtpHeads(main.config.hidden_size, vae=atp.uses_vae(variant), stop=atp.uses_stop(variant))
+    model = AtpModel(main, heads, decoder)
+    kl_weight = acfg.kl_weight if atp.uses_vae(variant) else 0.0
+
+    train_examples = read_jsonl(Path(args.data) / "train.jsonl")
+    valid = read_jsonl(Path(args.data) / "valid.jsonl")[: params.train.eval_size]
+    rng = random.Random(params.base.seed)
+    live = open_live(Path(args.live_dir) / variant)
+    optimizer, history = None, []
+
+    def loss_fn(m, batch):
+        parts = atp.atp_loss(m.main, m.heads, m.decoder, batch, cfg, kl_weight)
+        return {"loss": parts.loss, "ce": parts.ce, "kl": parts.kl, "decoder": parts.decoder, "stop": parts.stop}
+
+    for stage, steps in coconut.stages("coconut", cfg):
+        final = stage == cfg.final_stage
+        stage_cfg = dataclasses.replace(
+            params.train, max_steps=steps, batch_size=cfg.batch_size, lr=cfg.final_lr if final else cfg.lr,
+            warmup_steps=min(cfg.warmup_steps, steps), eval_every=cfg.eval_every,
+            length_buckets=cfg.length_buckets)
+        if cfg.reset_optimizer or optimizer is None:
+            optimizer = make_optimizer(model, stage_cfg)
+        print(f"{variant}: stage {stage}{' (final)' if final else ''}, {steps} steps")
+
+        def validate(m, stage=stage):
+            # at a curriculum stage the model thinks that stage's groups, then writes the rest
+            run_cfg = dataclasses.replace(cfg, max_latent_stage=min(stage, cfg.max_latent_stage))
+            metrics, _ = evaluate(m.main, tokenizer, valid, batch_size=params.train.eval_batch_size,
+                                  max_new_tokens=params.train.eval_max_new_tokens,
+                                  **atp.inference_kwargs(m.heads, variant, run_cfg))
+            live.log_metric("stage", stage)
+            return metrics["accuracy"]
+
+        def save(m, directory, final=final):
+            if final:  # the model evaluated is the best of the final stage
+                directory = Path(directory)
+                m.main.save_pretrained(directory)
+                tokenizer.save_pretrained(directory)
+                m.heads.save(directory)
+                m.decoder.save_pretrained(directory / atp.DECODER_DIR)
+                tokenizer.save_pretrained(directory / atp.DECODER_DIR)
+
+        summary = train(
+            model, train_examples, stage_cfg, live=live, optimizer=optimizer, out_dir=out,
+            seed=params.base.seed + stage, loss_fn=loss_fn, validate=validate, save=save,
+            make_batch=lambda exs, stage=stage: atp.make_batch(tokenizer, exs, variant, stage, cfg, rng),
+            length=lambda ex: len(ex.question) + 8 * len(ex.steps), desc=variant)
+        history.append({"stage": stage, **summary})
+        print(f"{variant}: stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
+
+    final = history[-1]
+    summary = {"best_val_accuracy": final["best_val_accuracy"], "best_step": final["best_step"],
+               "stage_val_accuracy": {str(h["stage"]): h["best_val_accuracy"] for h in history},
+               "train_minutes": sum(h["train_minutes"] for h in history)}
+    live.summary.update(summary)
+    live.end()
+    (out / "train_summary.json").write_text(json.dumps({"variant": variant, "stages": history}, indent=2) + "\n")
+    return summary
+
+
+def _train_one(task):  # a worker (module level, so that it pickles)
+    variant, args, threads = task
+    return variant, train_variant(variant, args, threads)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--variant", action="append", choices=atp.VARIANTS,
+                    help="train only this variant (repeatable); default: every one in atp.variants")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--cot", default="models/cot", help="the CoT-SFT model to start from")
+    ap.add_argument("--tokenizer", default="models/tokenizer")
+    ap.add_argument("--out", default=atp.MODELS_ROOT, help="one model folder per variant")
+    ap.add_argument("--live-dir", default="reports/train/atp", help="one DVCLive folder per variant")
+    ap.add_argument("--summary", default="reports/train/atp.json")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    variants = list(dict.fromkeys(args.variant or params.atp.variants))
+    threads = threads_per_job(params.base.threads, params.atp.jobs)
+    results = run_jobs(_train_one, [(variant, args, threads) for variant in variants], params.atp.jobs)
+    summary = dict(results)
+    Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
+    for variant, s in summary.items():
+        print(f"{variant}: best final-stage val accuracy {s['best_val_accuracy']:.3f}, {s['train_minutes']:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
