@@ -4,7 +4,6 @@ Llama and Qwen2 models saved to a temp dir with a tokenizer of their own."""
 import json
 
 import pytest
-import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 

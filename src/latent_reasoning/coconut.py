@@ -25,6 +25,8 @@ Pause tokens and <bot>/<eot> are inputs, not outputs: they carry no loss.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +116,29 @@ def thought_fn(model, cfg: CoconutConfig):
         return (torch.softmax(logits, dim=-1) @ embeddings.float()).to(h.dtype)
 
     return soft_token
+
+
+def stage_train_config(train_cfg, cfg: CoconutConfig, stage: int, steps: int):
+    """The shared loop's settings for one curriculum stage: the `train` section's
+    optimizer settings with the stage's length, batch size, learning rate, warmup and
+    validation interval (a method on Coconut's curriculum uses the same)."""
+    return dataclasses.replace(
+        train_cfg, max_steps=steps, batch_size=cfg.batch_size, lr=cfg.final_lr if stage == cfg.final_stage else cfg.lr,
+        warmup_steps=min(cfg.warmup_steps, steps), eval_every=cfg.eval_every, length_buckets=cfg.length_buckets)
+
+
+def finish_variant(variant: str, history: list[dict], live, out: Path) -> dict:
+    """A variant's summary from its per-stage training summaries (the final stage's best
+    validation accuracy and step, the best per stage, the minutes in all), logged, with
+    every stage's history written to <out>/train_summary.json."""
+    final = history[-1]
+    summary = {"best_val_accuracy": final["best_val_accuracy"], "best_step": final["best_step"],
+               "stage_val_accuracy": {str(h["stage"]): h["best_val_accuracy"] for h in history},
+               "train_minutes": sum(h["train_minutes"] for h in history)}
+    live.summary.update(summary)
+    live.end()
+    (Path(out) / "train_summary.json").write_text(json.dumps({"variant": variant, "stages": history}, indent=2) + "\n")
+    return summary
 
 
 def init_latent_tokens(model, tokenizer) -> None:

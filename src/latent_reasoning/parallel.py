@@ -99,3 +99,41 @@ def _run_job(worker, task, writer):  # runs in the child process
         writer.send((False, (RuntimeError("run_jobs: the task's result or exception could not be pickled"),
                              text + traceback.format_exc())))
     writer.close()
+
+
+def _train_task(task):  # a job: one variant (module level, so that it pickles)
+    train_variant, variant, args, threads = task
+    return variant, train_variant(variant, args, threads)
+
+
+def train_variants(train_variant: Callable, variants: list[str], args, threads: int, jobs: int,
+                   summary_path) -> dict:
+    """`train_variant(variant, args, threads) -> summary` for every variant, `jobs` at a
+    time, in the order listed; writes {variant: summary} as JSON to `summary_path`."""
+    import json
+    from pathlib import Path
+
+    summary = dict(run_jobs(_train_task, [(train_variant, v, args, threads) for v in variants], jobs))
+    Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    for variant, s in summary.items():
+        print(f"{variant}: best final-stage val accuracy {s['best_val_accuracy']:.3f}, {s['train_minutes']:.1f} min")
+    return summary
+
+
+def variant_stage_args(doc: str, choices, section: str, out: str, argv=None):
+    """The command line of a stage that trains variants side by side from the CoT-SFT
+    model (`coconut`, `atp`): which variants, and where inputs and outputs live."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--variant", action="append", choices=choices,
+                    help=f"train only this variant (repeatable); default: every one in {section}.variants")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--cot", default="models/cot", help="the CoT-SFT model to start from")
+    ap.add_argument("--tokenizer", default="models/tokenizer")
+    ap.add_argument("--out", default=out, help="one model folder per variant")
+    ap.add_argument("--live-dir", default=f"reports/train/{section}", help="one DVCLive folder per variant")
+    ap.add_argument("--summary", default=f"reports/train/{section}.json")
+    return ap.parse_args(argv)

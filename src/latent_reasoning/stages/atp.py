@@ -10,7 +10,6 @@ decoder/), DVCLive logs in reports/train/atp/<variant> and reports/train/atp.jso
 
 import argparse
 import dataclasses
-import json
 import random
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from .. import atp, coconut
 from ..config import load_params
 from ..evaluation import evaluate
 from ..modeling import load_checkpoint
-from ..parallel import run_jobs, threads_per_job
+from ..parallel import threads_per_job, train_variants, variant_stage_args
 from ..schema import read_jsonl
 from ..tokenizer import load_tokenizer
 from ..train_loop import make_optimizer, open_live, train
@@ -62,10 +61,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
 
     for stage, steps in coconut.stages("coconut", cfg):
         final = stage == cfg.final_stage
-        stage_cfg = dataclasses.replace(
-            params.train, max_steps=steps, batch_size=cfg.batch_size, lr=cfg.final_lr if final else cfg.lr,
-            warmup_steps=min(cfg.warmup_steps, steps), eval_every=cfg.eval_every,
-            length_buckets=cfg.length_buckets)
+        stage_cfg = coconut.stage_train_config(params.train, cfg, stage, steps)
         if cfg.reset_optimizer or optimizer is None:
             optimizer = make_optimizer(model, stage_cfg)
         print(f"{variant}: stage {stage}{' (final)' if final else ''}, {steps} steps")
@@ -96,42 +92,15 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
         history.append({"stage": stage, **summary})
         print(f"{variant}: stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
 
-    final = history[-1]
-    summary = {"best_val_accuracy": final["best_val_accuracy"], "best_step": final["best_step"],
-               "stage_val_accuracy": {str(h["stage"]): h["best_val_accuracy"] for h in history},
-               "train_minutes": sum(h["train_minutes"] for h in history)}
-    live.summary.update(summary)
-    live.end()
-    (out / "train_summary.json").write_text(json.dumps({"variant": variant, "stages": history}, indent=2) + "\n")
-    return summary
-
-
-def _train_one(task):  # a worker (module level, so that it pickles)
-    variant, args, threads = task
-    return variant, train_variant(variant, args, threads)
+    return coconut.finish_variant(variant, history, live, out)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--variant", action="append", choices=atp.VARIANTS,
-                    help="train only this variant (repeatable); default: every one in atp.variants")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--cot", default="models/cot", help="the CoT-SFT model to start from")
-    ap.add_argument("--tokenizer", default="models/tokenizer")
-    ap.add_argument("--out", default=atp.MODELS_ROOT, help="one model folder per variant")
-    ap.add_argument("--live-dir", default="reports/train/atp", help="one DVCLive folder per variant")
-    ap.add_argument("--summary", default="reports/train/atp.json")
-    args = ap.parse_args()
+    args = variant_stage_args(__doc__, atp.VARIANTS, "atp", atp.MODELS_ROOT)
     params = load_params(args.params)
     variants = list(dict.fromkeys(args.variant or params.atp.variants))
     threads = threads_per_job(params.base.threads, params.atp.jobs)
-    results = run_jobs(_train_one, [(variant, args, threads) for variant in variants], params.atp.jobs)
-    summary = dict(results)
-    Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
-    for variant, s in summary.items():
-        print(f"{variant}: best final-stage val accuracy {s['best_val_accuracy']:.3f}, {s['train_minutes']:.1f} min")
+    train_variants(train_variant, variants, args, threads, params.atp.jobs, args.summary)
 
 
 if __name__ == "__main__":
