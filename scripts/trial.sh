@@ -1,5 +1,5 @@
 #!/bin/bash
-# One Coconut-stage trial (params.yaml with one edit, one variant trained and evaluated): bash scripts/trial.sh OUT_DIR VARIANT 'EDIT'
+# One Coconut- or ATP-stage trial (params.yaml with one edit, one variant trained and evaluated): bash scripts/trial.sh OUT_DIR VARIANT 'EDIT'
 # The committed params.yaml with one edit and one thread (as each
 # variant trains in the pipeline), a single variant trained from the committed CoT model,
 # then evaluated on every test set. Run from the repository root after `dvc repro` (it
@@ -82,7 +82,8 @@ with os.fdopen(fd, "w") as f:
 os.replace(tmp, f"{out}/params.yaml")
 PY
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1
-python -m latent_reasoning.stages.coconut --variant "$variant" --params "$out/params.yaml" \
+stage=coconut; [[ $variant == atp_* ]] && stage=atp  # an ATP-Latent variant trains in the atp stage
+python -m latent_reasoning.stages.$stage --variant "$variant" --params "$out/params.yaml" \
     --out "$work/models" --live-dir "$work/live" --summary "$work/summary.json"
 python -m latent_reasoning.stages.evaluate --method "$variant" --params "$out/params.yaml" \
     --model "$work/models/$variant" --out "$work/eval"
