@@ -26,13 +26,13 @@ def ask(method, questions: list[str], *, max_new_tokens: int, decode_max_tokens:
     examples = [Example(q.strip(), (), "") for q in questions]
     _, predictions = evaluate(method.model, method.tokenizer, examples, batch_size=64, max_new_tokens=max_new_tokens,
                               keep_thoughts=method.decoder is not None, **method.run)
-    results = []
-    for p in predictions:
-        row = {"question": p["question"], "answer": p["predicted"], "output": p["output"], "thoughts": p["thoughts"]}
-        if method.decoder is not None:
-            row["decoded_steps"] = atp.read_back(method.decoder, method.tokenizer, [p["thought_inputs"]],
-                                                 c_thought, decode_max_tokens)[0]
-        results.append(row)
+    results = [{"question": p["question"], "answer": p["predicted"], "output": p["output"], "thoughts": p["thoughts"]}
+               for p in predictions]
+    if method.decoder is not None:  # every question's step groups read back in one batched call
+        decoded = atp.read_back(method.decoder, method.tokenizer, [p["thought_inputs"] for p in predictions],
+                                c_thought, decode_max_tokens)
+        for row, texts in zip(results, decoded):
+            row["decoded_steps"] = texts
     return results
 
 
