@@ -73,6 +73,21 @@ def test_decoder_targets_are_each_step_then_eos_only_past_the_last(tokenizer):
     assert batch.latent.n_latents.tolist() == [2, 4, 6] and batch.latent.n_slots == 6
 
 
+def test_uniform_prob_mixes_earlier_stages_into_a_batch(tokenizer):
+    # coconut.uniform_prob applies to ATP too: a row drawn at an earlier stage k thinks k
+    # groups, writes its later steps in language, and its groups past k carry the stop label
+    cfg = CoconutConfig(c_thought=2, max_latent_stage=3, uniform_prob=1.0)
+    rows = EXAMPLES * 8
+    batch = atp.make_batch(tokenizer, rows, "atp_vae", 3, cfg, random.Random(0))
+    counts = batch.latent.n_latents.tolist()
+    assert len({n for ex, n in zip(rows, counts) if len(ex.steps) == 4}) > 1  # several stages drawn
+    for ex, n, stop in zip(rows, counts, batch.stop_labels.tolist()):
+        k = n // 2  # the row's groups: its drawn stage, capped by its steps
+        assert 1 <= k <= min(3, len(ex.steps)) and stop == [int(g >= k) for g in range(3)]
+    plain = atp.make_batch(tokenizer, rows, "atp_vae", 3, CFG, random.Random(0))
+    assert plain.latent.n_latents.tolist() == [2 * min(3, len(ex.steps)) for ex in rows]
+
+
 def test_stopped_slots_are_invisible(tokenizer):
     """What sits in a slot past a row's thoughts changes nothing: not the loss, not the
     answer's logits (training), not the tokens (generation)."""

@@ -46,10 +46,10 @@ from transformers import DynamicCache
 
 from . import coconut
 from .coconut import CoconutConfig
-from .formats import IGNORE, prompt_text
+from .formats import IGNORE
 from .latent import LatentBatch, latent_forward, layout
 from .schema import Example
-from .tokenizer import BOT, EOT, LATENT
+from .tokenizer import LATENT
 
 VARIANTS = ("atp_vae", "atp_no_vae", "atp_no_stop")
 MODELS_ROOT = "models/atp"  # the atp stage's output: one folder per variant
@@ -184,23 +184,27 @@ class AtpBatch:
 
 def make_batch(tokenizer, examples: list[Example], variant: str, stage: int, cfg: CoconutConfig,
                rng: random.Random | None = None) -> AtpBatch:
-    ids = tokenizer.convert_tokens_to_ids
+    """Coconut's training rows (coconut.sequence_parts), with ATP's thought counts: one
+    group per latent step of the row, every slot of the batch's stage without a stop head
+    at the final stage. With cfg.uniform_prob, a row is drawn at a random earlier stage,
+    as in Coconut's make_batch (its groups then lie past its steps and carry the stop label)."""
     c = cfg.c_thought
     final = stage >= cfg.final_stage
     groups = cfg.max_latent_stage if final else min(stage, cfg.max_latent_stage)
     prefixes, counts, suffixes, labels, texts = [], [], [], [], []
     for ex in examples:
-        used = n_groups(ex, stage, cfg)
-        k = coconut.n_removed(ex, stage, cfg)
-        rest = "".join(step + "\n" for step in ex.steps[k:]) + "### " + ex.answer
-        target = tokenizer(rest, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        prefixes.append(tokenizer(prompt_text(ex))["input_ids"] + [ids(BOT)])
+        k = stage
+        if stage > 1 and cfg.uniform_prob > 0 and rng is not None and rng.random() < cfg.uniform_prob:
+            k = rng.randint(1, stage)
+        prefix, _, suffix, label = coconut.sequence_parts(tokenizer, ex, "coconut", k, cfg)
+        prefixes.append(prefix)
         # without a stop head a row thinks every slot at the final stage, as Coconut does
-        counts.append(c * (groups if final and not uses_stop(variant) else used))
-        suffixes.append([ids(EOT)] + target)
-        labels.append([IGNORE] + target)
-        texts.append(group_texts(ex, stage, cfg, groups))
-    latent = layout(prefixes, counts, suffixes, labels, ids(LATENT), tokenizer.pad_token_id, n_slots=c * groups)
+        counts.append(c * (groups if k >= cfg.final_stage and not uses_stop(variant) else n_groups(ex, k, cfg)))
+        suffixes.append(suffix)
+        labels.append(label)
+        texts.append(group_texts(ex, k, cfg, groups))
+    latent = layout(prefixes, counts, suffixes, labels, tokenizer.convert_tokens_to_ids(LATENT),
+                    tokenizer.pad_token_id, n_slots=c * groups)
     stop_labels = torch.tensor([[int(g * c >= n) for g in range(groups)] for n in counts])
     flat = [t for row in texts for t in row]
     encoded = tokenizer(flat, add_special_tokens=False)["input_ids"] if any(flat) else [[] for _ in flat]
@@ -284,8 +288,8 @@ def inference_kwargs(heads: AtpHeads, variant: str, cfg: CoconutConfig, sample: 
     prompts, up to c * max_latent_stage thoughts fed through the latent head (z = mu unless
     `sample`), and the stop head's argmax at each group's first thought."""
 
-    def prompt_fn(tokenizer, ex):
-        return tokenizer(prompt_text(ex))["input_ids"] + [tokenizer.convert_tokens_to_ids(BOT)]
+    def prompt_fn(tokenizer, ex):  # question \n <bot>, as Coconut's
+        return coconut.inference_prompt(tokenizer, ex, "coconut", cfg.final_stage, cfg)
 
     def thought_fn(h):
         return heads.thought(h, sample=sample, generator=generator)[0]
