@@ -1,5 +1,5 @@
 #!/bin/bash
-# One Coconut- or ATP-stage trial (params.yaml with one edit, one variant trained and evaluated): bash scripts/trial.sh OUT_DIR VARIANT 'EDIT'
+# One Coconut-, ATP- or RL-stage trial (params.yaml with one edit, one variant or RL run trained and evaluated): bash scripts/trial.sh OUT_DIR VARIANT 'EDIT'
 # The committed params.yaml with one edit and one thread (as each
 # variant trains in the pipeline), a single variant trained from the committed CoT model,
 # then evaluated on every test set. Run from the repository root after `dvc repro` (it
@@ -58,6 +58,9 @@
 #                                       (S 0 in the folder itself; V: coconut, S: 0, 1, then 2, 3;
 #                                        no_thought, S: 0, then 1; then four at once:
 #                                        no_thought S: 2, 3 and no_curriculum S: 1, 2)
+# On the AVX2-only AMD EPYC (2026-12-01), RL runs from the pipeline's seed-0 models, two at once:
+#   rl_seeds/seed_S:                    trial.sh D V 'p["base"]["seed"] = S'
+#                                       (S: 1, 2; V: atp_rl, grpo_coconut)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
@@ -82,12 +85,17 @@ with os.fdopen(fd, "w") as f:
 os.replace(tmp, f"{out}/params.yaml")
 PY
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1
-stage=coconut; [[ $variant == atp_* ]] && stage=atp  # an ATP-Latent variant trains in the atp stage
-python -m latent_reasoning.stages.$stage --variant "$variant" --params "$out/params.yaml" \
+stage=coconut; flag=--variant; summary="$work/models/$variant/train_summary.json"
+[[ $variant == atp_* ]] && stage=atp  # an ATP-Latent variant trains in the atp stage
+# an RL run (rl.RUNS) trains in the rl stage, from the committed model it starts from
+if [[ $variant == atp_rl* || $variant == grpo_* || $variant == latent_rl ]]; then
+    stage=rl; flag=--run; summary="$work/summary.json"
+fi
+python -m latent_reasoning.stages.$stage $flag "$variant" --params "$out/params.yaml" \
     --out "$work/models" --live-dir "$work/live" --summary "$work/summary.json"
 python -m latent_reasoning.stages.evaluate --method "$variant" --params "$out/params.yaml" \
     --model "$work/models/$variant" --out "$work/eval"
-cp "$work/models/$variant/train_summary.json" "$out/train_summary_$variant.json"
+cp "$summary" "$out/train_summary_$variant.json"
 cp "$work/eval/metrics.json" "$out/eval_$variant.json"
 exit
 }

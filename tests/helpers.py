@@ -13,6 +13,7 @@ TINY = {
               "eval_size": 16, "eval_batch_size": 16, "eval_max_new_tokens": 40, "log_every": 1},
     "evaluate": {"batch_size": 16, "max_new_tokens": 40},
     "coconut": {"steps_per_stage": 2, "final_stage_steps": 2, "batch_size": 8, "eval_every": 2, "warmup_steps": 1},
+    "rl": {"steps": 2, "questions": 2, "group_size": 2, "minibatch": 4, "max_new_tokens": 8, "cot_max_new_tokens": 40},
 }
 
 

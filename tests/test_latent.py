@@ -9,7 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from latent_reasoning.formats import IGNORE
 from latent_reasoning.generation import generate
-from latent_reasoning.latent import latent_forward, layout
+from latent_reasoning.latent import latent_forward, layout, replay_forward
 
 V, PAD, BOT, EOT, LATENT, EOS = 50, 0, 2, 3, 4, 1
 
@@ -101,6 +101,30 @@ def test_gradients_reach_the_first_thought():
     assert seen[0].grad is not None and seen[0].grad[0].abs().sum() > 0  # row 0 has 3 thoughts
     # the model's weights get gradients through the thought chain too
     assert model.transformer.wte.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_replay_with_known_thoughts_equals_the_recurrent_forward(kind):
+    # RL replays sampled latents: with every slot input known, one pass must compute what
+    # the recurrence computes, including the states the hook saw past a row's last thought
+    model = tiny(kind).eval()
+    data = rows()
+    batch = layout([q + [BOT] for q, _, _ in data], [n for _, n, _ in data], [[EOT] + a for _, _, a in data],
+                   [[IGNORE] + a for _, _, a in data], LATENT, PAD, n_slots=4)  # a spare slot for every row
+    z = torch.randn(len(data), 4, 32, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def known(h):
+        seen.append(h)
+        return z[:, len(seen) - 1]
+
+    want = latent_forward(model, batch, thought_fn=known)
+    got = replay_forward(model, batch, z)
+    assert torch.allclose(got.logits, want.logits, atol=1e-5)
+    assert torch.allclose(got.loss, want.loss, atol=1e-6)
+    assert torch.allclose(got.thoughts, torch.stack(seen, dim=1), atol=1e-5)
+    # the thoughts matter: other inputs in the used slots change the answer's logits
+    assert not torch.allclose(replay_forward(model, batch, z.flip(-1)).logits[0], got.logits[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])

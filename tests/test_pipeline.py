@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from helpers import write_params
-from latent_reasoning import coconut
+from latent_reasoning import coconut, rl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,12 @@ def test_dvc_repro_then_exp_run(tmp_path):
 
     summary = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(summary) == {"cot", "nocot", "coconut", "no_curriculum", "no_thought", "pause_as_thought",
-                            "pause_token", "atp_vae"}
+                            "pause_token", "atp_vae"} | set(rl.RUNS)
+    # every RL run trained from its start, and the ATP runs' coherence is in the metrics
+    rl_trained = json.loads((repo / "reports" / "train" / "rl.json").read_text())
+    assert set(rl_trained) == set(rl.RUNS)
+    assert all(0 <= summary[run]["gsm"]["coherence"] <= 1 for run in rl.RUNS if rl.policy_kind(run) == "atp")
+    assert "RL runs beside their starting checkpoints" in (repo / "reports" / "results.md").read_text()
     # ATP-Latent's thoughts read back, scored per test set
     assert 0 <= summary["atp_vae"]["gsm"]["stop_accuracy"] <= 1
     assert 0 <= summary["atp_vae"]["gsm"]["decoded_step_accuracy"] <= 1
@@ -60,7 +65,7 @@ def test_dvc_repro_then_exp_run(tmp_path):
             assert m["n"] == 16 and 0 <= m["accuracy"] <= 1 and m["tokens"] >= 0
     # the coconut stage trained every variant (all at once, one process each: the default jobs)
     trained = json.loads((repo / "reports" / "train" / "coconut.json").read_text())
-    assert set(trained) == set(summary) - {"cot", "nocot", "atp_vae"}
+    assert set(trained) == set(summary) - {"cot", "nocot", "atp_vae"} - set(rl.RUNS)
     assert all((coconut.model_dir(variant, repo / coconut.MODELS_ROOT) / "config.json").exists() for variant in trained)
     assert "cot" in (repo / "reports" / "results.md").read_text()
     assert (repo / "reports" / "results.png").read_bytes()[:4] == b"\x89PNG"
@@ -77,13 +82,18 @@ def test_dvc_repro_then_exp_run(tmp_path):
     # whichever evaluate.* key changes
     pristine = (repo / "params.yaml").read_text()
     evaluate_stages = {f"evaluate@{m}" for m in ("cot", "nocot")} | {f"evaluate_coconut@{v}" for v in trained} \
-        | {"evaluate_atp@atp_vae"}
+        | {"evaluate_atp@atp_vae"} | {f"evaluate_rl@{run}" for run in rl.RUNS}
     for key, value in (("max_new_tokens", 33), ("batch_size", 7), ("limit", 5)):
         params = yaml.safe_load(pristine)
         params["evaluate"][key] = value
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         stale = set(json.loads(sh("dvc", "status", "--json", cwd=repo)))
         assert stale == evaluate_stages, (key, stale)
+    # an RL setting reruns only the rl stage (and, once it has run, what reads its models)
+    params = yaml.safe_load(pristine)
+    params["rl"]["coherence_weight"] = 0.5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(json.loads(sh("dvc", "status", "--json", cwd=repo))) == {"rl"}
     (repo / "params.yaml").write_text(pristine)
 
     sh("git", "add", "-A", cwd=repo)

@@ -158,3 +158,17 @@ def test_markdown_has_svamp_accuracy_by_combination(tmp_path):
     table = results_markdown(s).split("## svamp accuracy by combination of variations")[1].split("## Published")[0]
     assert "| method | distractor + other_quantity | reordered + distractor |" in table
     assert "| cot | 100.0% (2) | 50.0% (2) |" in table
+
+
+def test_markdown_puts_each_rl_run_beside_its_start(tmp_path):
+    four = {s: metric(0.5, 8.0, n=4) for s in ("gsm_hard", "svamp", "multiarith")}
+    s = collect(make_eval(tmp_path, {
+        "atp_vae": {"gsm": {**metric(0.25, 8.0, n=4), "coherence": 0.5}, **four},
+        "atp_rl": {"gsm": {**metric(0.75, 6.0, n=4), "coherence": 0.75}, **four},
+        "grpo_cot": {"gsm": metric(1.0, 20.0, n=4)},  # its start (cot) is missing: no row
+    }))
+    assert s["atp_rl"]["gsm"]["coherence"] == 0.75
+    table = results_markdown(s).split("## RL runs beside their starting checkpoints")[1].split("## Published")[0]
+    # 4-set mean: (0.25 + 3 x 0.5) / 4 = 43.8% -> (0.75 + 1.5) / 4 = 56.2%
+    assert "| atp_rl | atp_vae | 25.0% -> 75.0% | 8.0 -> 6.0 | 43.8% -> 56.2% | 50.0% -> 75.0% |" in table
+    assert "grpo_cot" not in table

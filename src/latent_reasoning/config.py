@@ -17,11 +17,12 @@ import yaml
 from .atp import VARIANTS as ATP_VARIANTS, AtpConfig
 from .coconut import VARIANTS as COCONUT_VARIANTS, CoconutConfig
 from .generator import GeneratorConfig
+from .rl import RUNS as RL_RUNS, RlConfig
 
 # every method the pipeline knows: the SFT baselines (train stage), Coconut and its
 # ablations, ATP-Latent and its ablations
 SFT_METHODS = ("cot", "nocot")
-METHODS = SFT_METHODS + COCONUT_VARIANTS + ATP_VARIANTS
+METHODS = SFT_METHODS + COCONUT_VARIANTS + ATP_VARIANTS + tuple(RL_RUNS)
 
 
 class ConfigError(ValueError):
@@ -170,6 +171,7 @@ class Params:
     evaluate: EvaluateConfig
     coconut: CoconutConfig
     atp: AtpConfig
+    rl: RlConfig
 
     def train_for(self, method: str) -> TrainConfig:
         """The train section with the method's overrides applied (SFT methods)."""
@@ -190,7 +192,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise ConfigError(f"no params file at {path}")
     raw = yaml.safe_load(path.read_text()) or {}
-    known = {"base", "data", "model", "train", "evaluate", "coconut", "atp"}
+    known = {"base", "data", "model", "train", "evaluate", "coconut", "atp", "rl"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -208,6 +210,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         evaluate=from_dict(EvaluateConfig, raw.get("evaluate"), "evaluate"),
         coconut=from_dict(CoconutConfig, raw.get("coconut"), "coconut"),
         atp=from_dict(AtpConfig, raw.get("atp"), "atp"),
+        rl=from_dict(RlConfig, raw.get("rl"), "rl"),
     )
     for method in overrides:
         params.train_for(method)  # validate the merged sections now, not at stage time

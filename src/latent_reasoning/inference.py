@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import atp, coconut
+from . import atp, coconut, rl
 from .config import Params, check_method
 from .modeling import load_checkpoint
 from .tokenizer import load_tokenizer
@@ -21,6 +21,8 @@ def default_model_dir(method: str) -> Path:
         return coconut.model_dir(method)
     if method in atp.VARIANTS:
         return atp.model_dir(method)
+    if method in rl.RUNS:
+        return rl.model_dir(method)
     return Path("models") / method
 
 
@@ -39,11 +41,12 @@ def load_method(method: str, params: Params, model_dir: str | Path | None = None
     model = load_checkpoint(model_dir, str(model_dir))
     tokenizer = load_tokenizer(model_dir)
     run, decoder = {}, None
-    if method in coconut.VARIANTS:  # prompted with <bot> (and pauses), thinks at its final stage
-        run = coconut.inference_kwargs(model, method, params.coconut.final_stage, params.coconut)
-    if method in atp.VARIANTS:  # thinks until its stop head says so, through its latent head
-        heads = atp.load_heads(model_dir, model.config.hidden_size, method)
+    kind = rl.start_method(method) if method in rl.RUNS else method  # an RL run is run as what it started from
+    if kind in coconut.VARIANTS:  # prompted with <bot> (and pauses), thinks at its final stage
+        run = coconut.inference_kwargs(model, kind, params.coconut.final_stage, params.coconut)
+    if kind in atp.VARIANTS:  # thinks until its stop head says so, through its latent head
+        heads = atp.load_heads(model_dir, model.config.hidden_size, kind)
         decoder = load_checkpoint(model_dir / atp.DECODER_DIR, f"{model_dir}/{atp.DECODER_DIR} (the step decoder)")
         generator = torch.Generator().manual_seed(params.base.seed)
-        run = atp.inference_kwargs(heads, method, params.coconut, sample=params.atp.eval_sample, generator=generator)
+        run = atp.inference_kwargs(heads, kind, params.coconut, sample=params.atp.eval_sample, generator=generator)
     return Method(method, model, tokenizer, run, decoder)

@@ -133,3 +133,33 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
     out = run(S - 1, torch.cat([x[:, None], embed(ids[:, S:])], dim=1), all_logits=True)
     last_logits = torch.where(active[:, :, None], out.logits[:, :1], last_logits)
     return result(torch.cat([last_logits, out.logits[:, 1:-1]], dim=1), torch.stack(thoughts, dim=1))
+
+
+def replay_forward(model, batch: LatentBatch, slot_inputs: torch.Tensor) -> LatentOutput:
+    """The same sequence as latent_forward, with every thought's input already known
+    (`slot_inputs` (B, n_slots, H), e.g. the latents an RL rollout sampled): no recurrence,
+    one ordinary pass. Returns the suffix logits and loss exactly as latent_forward does, and
+    as `thoughts` the hidden state each slot was computed from (the column before it; for a
+    slot past a row's last thought, the state after its last thought, as latent_forward
+    hands its hook). Gradients reach the slot inputs only through what the caller passes."""
+    embed = model.get_input_embeddings()
+    ids, mask = batch.input_ids, batch.attention_mask
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    P, n_max = batch.bot_column, batch.n_slots
+    S = P + 1 + n_max
+    x = embed(ids)
+    if n_max:
+        active = (torch.arange(n_max, device=ids.device)[None, :] < batch.n_latents[:, None])[:, :, None]
+        slots = torch.where(active, slot_inputs.to(x.dtype), x[:, P + 1: S].detach())
+        x = torch.cat([x[:, : P + 1], slots, x[:, S:]], dim=1)
+    out = model(inputs_embeds=x, attention_mask=mask, position_ids=positions, output_hidden_states=True)
+    hidden = out.hidden_states[-1]
+    # the column each slot is computed from: P + k, or P + n_i past row i's last thought
+    last = P + batch.n_latents  # (B,) the last real column before the suffix
+    before = torch.minimum(P + torch.arange(n_max, device=ids.device)[None, :], last[:, None])
+    thoughts = hidden.gather(1, before[:, :, None].expand(-1, -1, hidden.shape[-1]))
+    first = out.logits.gather(1, last[:, None, None].expand(-1, 1, out.logits.shape[-1]))
+    logits = torch.cat([first, out.logits[:, S:-1]], dim=1)
+    labels = batch.labels[:, S:]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+    return LatentOutput(loss, logits, thoughts)

@@ -19,9 +19,15 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .rl import RUNS as RL_RUNS
+
 # display orders; names not listed here come after, alphabetically
 METHODS = ("cot", "nocot", "coconut", "no_curriculum", "no_thought",
-           "pause_as_thought", "pause_token", "atp_vae", "atp_no_vae", "atp_no_stop", "latent_rl")
+           "pause_as_thought", "pause_token", "atp_vae", "atp_no_vae", "atp_no_stop",
+           "atp_rl", "atp_rl_no_coherence", "atp_rl_coherence_only", "grpo_cot", "grpo_coconut", "latent_rl")
+# the four sets in the roles of ATP-Latent's benchmarks (GSM8K, GSM-Hard, SVAMP, MultiArith)
+BENCHMARK_SETS = ("gsm", "gsm_hard", "svamp", "multiarith")
+RL_START = {run: start for run, (start, _) in RL_RUNS.items()}  # RL run -> the method it starts from
 TEST_SETS = ("gsm", "gsm_hard", "svamp", "multiarith", "longer")
 
 READOUTS = ("stop_accuracy", "decoded_step_accuracy")
@@ -78,8 +84,9 @@ def _read_entry(entry, where: str) -> dict:
         out[key] = {str(k): {"accuracy": float(v["accuracy"]), "n": v["n"]}
                     for k, v in sorted(groups.items(), key=sort_key)}
     # optional, ATP-Latent: how often the stop head stopped after the true number of steps,
-    # and how many true steps the step decoder read back exactly; overall and per step count
-    for key in READOUTS:
+    # and how many true steps the step decoder read back exactly; overall and per step count;
+    # and the mean coherence of the steps read back (the RL stage's coherence reward)
+    for key in READOUTS + ("coherence",):
         if key in entry:
             if not _number(entry[key]) or not 0 <= entry[key] <= 1:
                 raise ReportError(f"{where}: '{key}' must be a number in [0, 1], got {entry[key]!r}")
@@ -191,6 +198,30 @@ def results_markdown(summary: dict, published: list[dict] | None = None) -> str:
                          + [f"{100 * r[k]['stop_accuracy']:.1f}% / {100 * r[k]['decoded_step_accuracy']:.1f}% "
                             f"({r[k]['n']})" if k in r else "–" for k in counts]
                          for m, v in with_readout.items() for r in [v["readout_by_steps"]]])
+
+    # every RL run beside the checkpoint it started from
+    runs = [m for m in summary if m in RL_START and RL_START[m] in summary]
+    if runs:
+        def avg(per):
+            return sum(per[s]["accuracy"] for s in BENCHMARK_SETS) / len(BENCHMARK_SETS) \
+                if all(s in per for s in BENCHMARK_SETS) else None
+
+        def pct(x):
+            return "–" if x is None else f"{100 * x:.1f}%"
+
+        lines += ["", "## RL runs beside their starting checkpoints", "",
+                  "gsm accuracy and tokens, and the mean accuracy over the four sets in the roles of "
+                  "ATP-Latent's benchmarks (" + ", ".join(BENCHMARK_SETS) + "): start -> after RL.", ""]
+        rl_rows = []
+        for m in runs:
+            start, per, base = RL_START[m], summary[m], summary[RL_START[m]]
+            gsm = f"{pct(base['gsm']['accuracy'])} -> {pct(per['gsm']['accuracy'])}" if "gsm" in per else "–"
+            tokens = f"{base['gsm']['tokens']:.1f} -> {per['gsm']['tokens']:.1f}" if "gsm" in per else "–"
+            coh = per.get("gsm", {}).get("coherence")
+            base_coh = base.get("gsm", {}).get("coherence")
+            rl_rows.append([m, start, gsm, tokens, f"{pct(avg(base))} -> {pct(avg(per))}",
+                            "–" if coh is None else f"{pct(base_coh)} -> {pct(coh)}"])
+        lines += _table(["run", "starts from", "gsm accuracy", "gsm tokens", "4-set mean", "gsm coherence"], rl_rows)
 
     # svamp combines two or three variations that training shows only alone: which hurt most
     with_variation = {m: per["svamp"]["by_variation"] for m, per in summary.items()

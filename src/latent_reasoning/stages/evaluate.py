@@ -6,7 +6,8 @@ An ATP-Latent variant thinks until its stop head stops it, and its step decoder 
 every used group of thoughts back to text: each prediction carries `decoded_steps`, and
 each test set's metrics `stop_accuracy` (used groups = true steps, at most
 max_latent_stage), `decoded_step_accuracy` (true steps decoded exactly, in order) and both
-per number of steps (`readout_by_steps`)."""
+per number of steps (`readout_by_steps`), and `coherence`, the mean of the RL stage's
+coherence reward over the predictions (rl.coherence)."""
 
 import argparse
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .. import atp
+from .. import atp, rl
 from ..config import load_params
 from ..evaluation import accuracy_by, evaluate
 from ..inference import load_method
@@ -79,10 +80,11 @@ def atp_readouts(decoder, tokenizer, examples, predictions, params) -> dict:
     cfg = params.coconut
     decoded = atp.read_back(decoder, tokenizer, [p.pop("thought_inputs") for p in predictions],
                             cfg.c_thought, params.atp.decode_max_tokens)
-    rows = []
+    rows, coherent = [], []
     for p, texts in zip(predictions, decoded):
         p["decoded_steps"] = texts
         rows.append(atp.readout(examples[p["index"]], texts, cfg))
+        coherent.append(rl.coherence(texts, p["predicted"]))  # the RL stage's coherence reward
 
     def scores(rs):
         return {"stop_accuracy": sum(r["stop_correct"] for r in rs) / len(rs),
@@ -94,6 +96,7 @@ def atp_readouts(decoder, tokenizer, examples, predictions, params) -> dict:
         by_steps.setdefault(r["steps"], []).append(r)
     out = scores(rows)
     del out["n"]
+    out["coherence"] = sum(coherent) / len(coherent)
     out["readout_by_steps"] = {str(k): scores(rs) for k, rs in sorted(by_steps.items())}
     return out
 
