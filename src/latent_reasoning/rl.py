@@ -287,6 +287,21 @@ def latent_masks(n_thoughts: torch.Tensor, slots: int, c: int):
     return latent.float(), stop_mask.float(), decision
 
 
+def padded_actions(actions: list[list[int]], width: int) -> torch.Tensor:
+    """(R, width) the sampled tokens of each rollout, IGNORE past its end."""
+    out = torch.full((len(actions), width), IGNORE, dtype=torch.long)
+    for i, a in enumerate(actions):
+        out[i, : len(a)] = torch.tensor(a, dtype=torch.long)
+    return out
+
+
+def token_log_probs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log p(target) at `temperature` per column (logits (R, T, V), targets (R, T)), 0 where
+    the target is IGNORE."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(2, targets.clamp(min=0)[:, :, None]).squeeze(2) * (targets != IGNORE)
+
+
 @torch.no_grad()
 def rollout(policy: Policy, examples: list[Example], group_size: int, temperature: float, max_new_tokens: int,
             generator: torch.Generator, decode_max_tokens: int = 24) -> Rollouts:
@@ -299,7 +314,7 @@ def rollout(policy: Policy, examples: list[Example], group_size: int, temperatur
     kwargs = {"max_new_tokens": max_new_tokens, "eos_id": tok.eos_token_id, "pad_id": tok.pad_token_id,
                   "temperature": temperature, "rng": generator, "return_thoughts": True}
     c, slots = policy.ccfg.c_thought, policy.ccfg.max_thoughts
-    record = {"z": [], "latent_logp": [], "stop": [], "stop_logp": []}
+    record = {"z": [], "latent_logp": [], "stop_logp": []}
     if policy.kind == "coconut":
         kwargs.update(n_latents=[slots] * len(rows), eot_id=tok.convert_tokens_to_ids(EOT),
                       thought_fn=coconut.thought_fn(policy.model, policy.ccfg))
@@ -315,7 +330,6 @@ def rollout(policy: Policy, examples: list[Example], group_size: int, temperatur
         def sample_stop(z):
             logp = F.log_softmax(heads.stop(z).float(), dim=-1)
             stop = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
-            record["stop"].append(stop)
             record["stop_logp"].append(logp.gather(1, stop[:, None]).squeeze(1))
             return stop == 1
 
@@ -326,13 +340,8 @@ def rollout(policy: Policy, examples: list[Example], group_size: int, temperatur
     # the tokens each row sampled, eos included where it ended its answer
     actions = [t + [tok.eos_token_id] if len(t) < max_new_tokens else t for t in out.tokens]
     width = max(len(a) for a in actions)  # generation sampled `width` columns, the last
-    token_logits = recorder.logits[-width:]  # `width` forwards' logits (one per column)
-    token_logp = torch.zeros(len(rows), width)
-    for t in range(width):
-        logp = F.log_softmax(token_logits[t] / temperature, dim=-1)
-        for i, a in enumerate(actions):
-            if t < len(a):
-                token_logp[i, t] = logp[i, a[t]]
+    token_logits = torch.stack(recorder.logits[-width:], dim=1)  # (R, width, V): one forward per column
+    token_logp = token_log_probs(token_logits, padded_actions(actions, width), temperature)
     texts = [tok.decode(t, skip_special_tokens=False) for t in out.tokens]
     n = torch.tensor(out.n_thoughts)
     ro = Rollouts(rows, prompts, actions, texts, out.n_thoughts, None, token_logp, None, None, None, temperature)
@@ -360,9 +369,6 @@ def replay(policy: Policy, ro: Rollouts, rows: list[int] | None = None) -> dict:
     tok = policy.tokenizer
     actions = [ro.actions[i] for i in rows]
     width = max(len(a) for a in actions)
-    targets = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for j, a in enumerate(actions):
-        targets[j, : len(a)] = torch.tensor(a)
     out = {}
     if policy.kind == "cot":  # one teacher-forced pass over prompt + actions, right-padded
         seqs = [ro.prompts[i] + a for i, a in zip(rows, actions)]
@@ -394,9 +400,7 @@ def replay(policy: Policy, ro: Rollouts, rows: list[int] | None = None) -> dict:
             stop_logp = F.log_softmax(policy.heads.stop(z[:, :: policy.ccfg.c_thought]).float(), dim=-1)
             out["stops"] = stop_logp.gather(2, decision[:, :, None]).squeeze(2) * stop_mask
         logits = res.logits[:, 1: 1 + width]  # suffix = <eot> then the actions
-    logp = F.log_softmax(logits.float() / ro.temperature, dim=-1)
-    valid = targets != IGNORE
-    tokens = logp.gather(2, targets.clamp(min=0)[:, :, None]).squeeze(2) * valid
+    tokens = token_log_probs(logits, padded_actions(actions, width), ro.temperature)
     # as wide as the whole rollout's record, whatever the longest answer of this minibatch
     out["tokens"] = F.pad(tokens, (0, ro.token_logp.shape[1] - width))
     return out
@@ -417,9 +421,7 @@ def recorded_logps(ro: Rollouts) -> dict:
 
 
 def action_mask(ro: Rollouts) -> torch.Tensor:
-    tokens = torch.zeros_like(ro.token_logp)
-    for i, a in enumerate(ro.actions):
-        tokens[i, : len(a)] = 1
+    tokens = (padded_actions(ro.actions, ro.token_logp.shape[1]) != IGNORE).float()
     if ro.z is None:
         return tokens
     latent, stop, _ = latent_masks(torch.tensor(ro.n_thoughts), ro.z.shape[1], ro.z.shape[1] // ro.stop_logp.shape[1])
