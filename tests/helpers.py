@@ -10,10 +10,13 @@ TINY = {
     "data": {"train_size": 400, "valid_size": 16, "test_size": 16},
     "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128},
     "train": {"max_steps": 6, "batch_size": 16, "lr": 0.003, "warmup_steps": 2, "eval_every": 3,
-              "eval_size": 16, "eval_batch_size": 16, "eval_max_new_tokens": 40, "log_every": 1},
+              "eval_size": 16, "eval_batch_size": 16, "eval_max_new_tokens": 40, "log_every": 1,
+              "overrides": {"nocot": {"max_steps": 6}}},
     "evaluate": {"batch_size": 16, "max_new_tokens": 40},
     "coconut": {"steps_per_stage": 2, "final_stage_steps": 2, "batch_size": 8, "eval_every": 2, "warmup_steps": 1},
-    "rl": {"steps": 2, "questions": 2, "group_size": 2, "minibatch": 4, "max_new_tokens": 8, "cot_max_new_tokens": 40},
+    "rl": {"steps": 2, "questions": 2, "group_size": 2, "minibatch": 4, "max_new_tokens": 8, "cot_max_new_tokens": 40,
+           # pos_weight set: a 6-step model may answer every value question wrong
+           "latent_rl": {"value_questions": 40, "heldout_questions": 20, "value_epochs": 2, "pos_weight": 1.0}},
 }
 
 

@@ -49,3 +49,20 @@ def test_overrides_apply_per_method(tmp_path):
     params = load_params(path)
     assert params.train_for("nocot").max_steps == 2
     assert params.train_for("cot").max_steps == raw["train"]["max_steps"]
+
+
+def test_dvc_yaml_lists_every_train_key_for_the_stages_that_read_the_train_section():
+    """The training stages list the train keys one by one (so that one method's overrides
+    rerun only that method): a new TrainConfig field must be listed too, or changing it
+    would leave their outputs wrongly up to date."""
+    import dataclasses
+    from latent_reasoning.config import TrainConfig
+
+    stages = yaml.safe_load((ROOT_PARAMS.parent / "dvc.yaml").read_text())["stages"]
+    want = {f"train.{f.name}" for f in dataclasses.fields(TrainConfig)}
+    for name in ("train", "coconut", "atp"):
+        stage = stages[name].get("do", stages[name])
+        listed = {p for p in stage["params"] if isinstance(p, str)}
+        assert want <= listed, f"dvc.yaml stage {name} does not list {sorted(want - listed)}"
+        assert "train" not in listed  # the whole section would include every method's overrides
+    assert "train.overrides.${item}" in stages["train"]["do"]["params"]

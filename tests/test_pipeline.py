@@ -48,6 +48,12 @@ def test_dvc_repro_then_exp_run(tmp_path):
     assert set(rl_trained) == set(rl.RUNS)
     assert all(0 <= summary[run]["gsm"]["coherence"] <= 1 for run in rl.RUNS if rl.policy_kind(run) == "atp")
     assert "RL runs beside their starting checkpoints" in (repo / "reports" / "results.md").read_text()
+    # Latent RL fitted its value head and measured it on held-out rollouts, before and after
+    head = rl_trained["latent_rl"]
+    assert head["method"] == "latent_rl" and head["heldout_rollouts"] == 20 and head["value_rollouts"] == 40
+    assert all(head[k] is None or 0 <= head[k] <= 1 for k in ("value_auc_before", "value_auc_after"))
+    assert (repo / "models" / "rl" / "latent_rl" / "value_head.safetensors").exists()
+    assert "Latent RL's value head" in (repo / "reports" / "results.md").read_text()
     # ATP-Latent's thoughts read back, scored per test set
     assert 0 <= summary["atp_vae"]["gsm"]["stop_accuracy"] <= 1
     assert 0 <= summary["atp_vae"]["gsm"]["decoded_step_accuracy"] <= 1
@@ -98,8 +104,14 @@ def test_dvc_repro_then_exp_run(tmp_path):
 
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "baseline", cwd=repo)
+    # one method's override reruns that method alone
+    params = yaml.safe_load(pristine)
+    params["train"]["overrides"]["nocot"]["max_steps"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(json.loads(sh("dvc", "status", "--json", cwd=repo))) == {"train@nocot"}
+    (repo / "params.yaml").write_text(pristine)
     # one training stage is enough to show the param flowing into its metrics (and quick)
-    sh("dvc", "exp", "run", "-S", "train.max_steps=3", "train@nocot", cwd=repo)
+    sh("dvc", "exp", "run", "-S", "train.overrides.nocot.max_steps=3", "train@nocot", cwd=repo)
     diff = sh("dvc", "metrics", "diff", "--json", cwd=repo)
     changed = json.loads(diff)
     # the training summary records the new step count

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from latent_reasoning.report import (
-    SCALE_CAVEAT, ReportError, collect, load_published, plot, results_markdown, write_summary,
+    SCALE_CAVEAT, ReportError, collect, load_published, plot, results_markdown, value_head_summary, write_summary,
 )
 from latent_reasoning.stages.report import main
 
@@ -165,10 +165,39 @@ def test_markdown_puts_each_rl_run_beside_its_start(tmp_path):
     s = collect(make_eval(tmp_path, {
         "atp_vae": {"gsm": {**metric(0.25, 8.0, n=4), "coherence": 0.5}, **four},
         "atp_rl": {"gsm": {**metric(0.75, 6.0, n=4), "coherence": 0.75}, **four},
-        "grpo_cot": {"gsm": metric(1.0, 20.0, n=4)},  # its start (cot) is missing: no row
+        "cot": {"gsm": metric(0.5, 20.0, n=4)},
+        "grpo_cot": {"gsm": metric(1.0, 20.0, n=4)},
+        "grpo_coconut": {"gsm": metric(1.0, 9.0, n=4)},  # its start (coconut) is missing: no row
     }))
     assert s["atp_rl"]["gsm"]["coherence"] == 0.75
-    table = results_markdown(s).split("## RL runs beside their starting checkpoints")[1].split("## Published")[0]
+    published = [{"paper": "P", "table": "T", "model": "M", "dataset": "D", "method": "cot", "accuracy": 60.0, "source": "s"},
+                 {"paper": "P", "table": "T", "model": "M", "dataset": "D", "method": "grpo_cot", "accuracy": 70.5, "source": "s"}]
+    table = results_markdown(s, published).split("## RL runs beside their starting checkpoints")[1].split("## Published")[0]
+    assert "| run | starts from | gsm | gsm_hard | svamp | multiarith | 4-set mean | gsm tokens | gsm coherence | papers |" in table
     # 4-set mean: (0.25 + 3 x 0.5) / 4 = 43.8% -> (0.75 + 1.5) / 4 = 56.2%
-    assert "| atp_rl | atp_vae | 25.0% -> 75.0% | 8.0 -> 6.0 | 43.8% -> 56.2% | 50.0% -> 75.0% |" in table
-    assert "grpo_cot" not in table
+    assert ("| atp_rl | atp_vae | 25.0% -> 75.0% (+50.0) | 50.0% -> 50.0% (+0.0) | 50.0% -> 50.0% (+0.0) | "
+            "50.0% -> 50.0% (+0.0) | 43.8% -> 56.2% (+12.5) | 8.0 -> 6.0 | 50.0% -> 75.0% (+25.0) | ATP-Latent") in table
+    # the paper's own pair of rows gives the comparison; a set a run lacks is a dash
+    assert "| grpo_cot | cot | 50.0% -> 100.0% (+50.0) | – | – | – | – | 20.0 -> 20.0 | – | 60.0% -> 70.5% (+10.5), M, D |" in table
+    assert "grpo_coconut" not in table
+    assert "value head" not in table  # no Latent RL summary given
+
+
+def test_markdown_reports_the_value_heads_roc_auc(tmp_path):
+    s = collect(make_eval(tmp_path, {"coconut": {"gsm": metric(0.3, 9.0, n=4)},
+                                     "latent_rl": {"gsm": metric(0.35, 9.0, n=4)}}))
+    rl_json = tmp_path / "rl.json"
+    head = {"heldout_rollouts": 512, "heldout_correct_before": 0.25, "value_auc_before": 0.62,
+            "value_auc_before_z": 4.1, "value_auc_after": 0.63, "value_auc_after_z": 4.3}
+    rl_json.write_text(json.dumps({"latent_rl": {"start": "coconut", **head}, "grpo_cot": {"start": "cot"}}))
+    value_head = value_head_summary(rl_json)
+    assert list(value_head) == ["latent_rl"]
+    table = results_markdown(s, [], value_head).split("Latent RL's value head")[1]
+    assert "| latent_rl | 512 | 25.0% | 0.620 (z = 4.1) | 0.630 (z = 4.3) |" in table
+    assert value_head_summary(tmp_path / "absent.json") == {}
+    rl_json.write_text(json.dumps({"latent_rl": {**head, "value_auc_after": None, "value_auc_after_z": None}}))
+    assert "| latent_rl | 512 | 25.0% | 0.620 (z = 4.1) | undefined (one class) |" in results_markdown(
+        s, [], value_head_summary(rl_json))
+    rl_json.write_text(json.dumps({"latent_rl": {**head, "value_auc_after": float("nan")}}))
+    with pytest.raises(ReportError, match=r"rl.json: run 'latent_rl': value_auc_after"):
+        value_head_summary(rl_json)

@@ -79,6 +79,10 @@ class LatentOutput:
     loss: torch.Tensor
     logits: torch.Tensor  # (B, T_suffix, V): logits of the last latent column and the suffix
     thoughts: torch.Tensor  # (B, n_max, H): the hidden states fed back (zeros where no thought)
+    # (B, n_max, H): the last-layer state computed at each latent slot column (what a value
+    # head on the thoughts reads: Latent RL); a slot past a row's last thought holds no
+    # meaning (the caller masks it)
+    states: torch.Tensor | None = None
 
 
 def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
@@ -98,14 +102,15 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
                      cache=cache, use_cache=True, output_hidden_states=True,
                      logits_to_keep=0 if all_logits else 1)
 
-    def result(logits, thoughts) -> LatentOutput:
+    def result(logits, thoughts, states) -> LatentOutput:
         labels = batch.labels[:, S:]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
-        return LatentOutput(loss, logits, thoughts)
+        return LatentOutput(loss, logits, thoughts, states)
 
     if n_max == 0:  # no thoughts anywhere (the pause and no-thought variants): one plain pass
         out = run(0, embed(ids), all_logits=True)
-        return result(out.logits[:, P:-1], out.logits.new_zeros((ids.shape[0], 0, embed.weight.shape[1])))
+        none = out.logits.new_zeros((ids.shape[0], 0, embed.weight.shape[1]))
+        return result(out.logits[:, P:-1], none, none)
 
     # n_max + 1 passes: the prefix through <bot>; one pass per thought slot but the last;
     # the last slot together with the suffix (its input is known once the slot before it
@@ -116,7 +121,7 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
     # a row with fewer thoughts than n_max has masked padding in its spare slots: nothing
     # reads those columns, so their embeddings get no gradient
     slot_padding = embed(ids[:, P + 1: S]).detach()
-    thoughts = []
+    thoughts, states = [], []
 
     def slot_input(k: int, h):
         active = (batch.n_latents > k)[:, None]
@@ -126,13 +131,16 @@ def latent_forward(model, batch: LatentBatch, thought_fn=None) -> LatentOutput:
     for k in range(n_max - 1):
         x, active = slot_input(k, h)
         out = run(P + 1 + k, x[:, None])
+        states.append(out.hidden_states[-1][:, -1])
         # a row past its last thought keeps its last hidden state and logits (its slot is masked)
         h = torch.where(active, out.hidden_states[-1][:, -1], h)
         last_logits = torch.where(active[:, :, None], out.logits, last_logits)
     x, active = slot_input(n_max - 1, h)
     out = run(S - 1, torch.cat([x[:, None], embed(ids[:, S:])], dim=1), all_logits=True)
     last_logits = torch.where(active[:, :, None], out.logits[:, :1], last_logits)
-    return result(torch.cat([last_logits, out.logits[:, 1:-1]], dim=1), torch.stack(thoughts, dim=1))
+    states.append(out.hidden_states[-1][:, 0])
+    return result(torch.cat([last_logits, out.logits[:, 1:-1]], dim=1), torch.stack(thoughts, dim=1),
+                  torch.stack(states, dim=1))
 
 
 def replay_forward(model, batch: LatentBatch, slot_inputs: torch.Tensor) -> LatentOutput:
@@ -162,4 +170,4 @@ def replay_forward(model, batch: LatentBatch, slot_inputs: torch.Tensor) -> Late
     logits = torch.cat([first, out.logits[:, S:-1]], dim=1)
     labels = batch.labels[:, S:]
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
-    return LatentOutput(loss, logits, thoughts)
+    return LatentOutput(loss, logits, thoughts, hidden[:, P + 1: S])

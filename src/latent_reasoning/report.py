@@ -146,13 +146,82 @@ def load_published(path) -> list[dict]:
     return rows
 
 
+VALUE_HEAD_KEYS = ("heldout_rollouts", "heldout_correct_before", "value_auc_before", "value_auc_before_z",
+                   "value_auc_after", "value_auc_after_z")
+
+
+def value_head_summary(path) -> dict:
+    """run -> its value-head numbers, for every run in the rl stage's summary that has them
+    (Latent RL); {} when the file is absent (the rl stage has not run)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        runs = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path}: broken JSON ({e.msg}, line {e.lineno})") from None
+    out = {}
+    for run, v in runs.items():
+        if isinstance(v, dict) and "value_auc_before" in v:
+            # an ROC-AUC is null where the held-out rollouts were all right or all wrong
+            bad = [k for k in VALUE_HEAD_KEYS if k not in v or not (_number(v[k]) or (v[k] is None and "auc" in k))]
+            if bad:
+                raise ReportError(f"{path}: run {run!r}: {', '.join(bad)} missing or not a finite number")
+            out[run] = {k: v[k] for k in VALUE_HEAD_KEYS}
+    return out
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def results_markdown(summary: dict, published: list[dict] | None = None) -> str:
-    """Our method x test-set table (accuracy % / mean tokens), then the papers' numbers."""
+def _auc(auc, z) -> str:
+    return "undefined (one class)" if auc is None else f"{auc:.3f} (z = {z:.1f})"
+
+
+def _benchmark_mean(per: dict) -> float | None:
+    """Mean accuracy over the four benchmark-role sets (None unless all four are there)."""
+    if not all(s in per for s in BENCHMARK_SETS):
+        return None
+    return sum(per[s]["accuracy"] for s in BENCHMARK_SETS) / len(BENCHMARK_SETS)
+
+
+def _change(before, after, percent: bool = True) -> str:
+    """"31.0% -> 31.6% (+0.6)" (percent: accuracies in [0, 1]) or "8.4 -> 8.3" (tokens)."""
+    if before is None or after is None:
+        return "–"
+    if not percent:
+        return f"{before:.1f} -> {after:.1f}"
+    return f"{100 * before:.1f}% -> {100 * after:.1f}% ({100 * (after - before):+.1f})"
+
+
+# what the papers say about an RL comparison where no pair of published numbers gives it
+# (sources: data/published_results.yaml's comments and docs/rl.md)
+RL_PAPER_NOTES = {
+    "atp_rl": "ATP-Latent (SFT + RL) 47.7% on the 4-set mean, +4.1 over SIM-CoT (LLaMA-1B); SFT-only row not read",
+    "atp_rl_no_coherence": "ablation in the paper: the coherence reward helps (number not read)",
+    "atp_rl_coherence_only": "no answer labels: +0.9 points (second-hand; against which row unclear)",
+    "latent_rl": "below CoT-SFT (abstract); below LatR-SFT per a second-hand note (no number)",
+}
+
+
+def _paper_comparison(run: str, published: list[dict]) -> str:
+    """A paper's start -> RL numbers for this run's comparison: the published rows of one
+    paper and dataset for the run and for the method it starts from; else a note."""
+    start = RL_START[run]
+    for after in (p for p in published if p["method"] == run):
+        before = [p for p in published if p["method"] == start and p["paper"] == after["paper"]
+                  and p["dataset"] == after["dataset"]]
+        if before:
+            b, a = before[0]["accuracy"], after["accuracy"]
+            return f"{b:.1f}% -> {a:.1f}% ({a - b:+.1f}), {after['model']}, {after['dataset']}"
+    return RL_PAPER_NOTES.get(run, "–")
+
+
+def results_markdown(summary: dict, published: list[dict] | None = None, value_head: dict | None = None) -> str:
+    """Our method x test-set table (accuracy % / mean tokens), then the papers' numbers.
+    `value_head`: run -> Latent RL's value-head ROC-AUC summary (reports/train/rl.json)."""
     sets = ordered({s for per in summary.values() for s in per}, TEST_SETS)
     # n goes in the header when every method saw the same test set, else in each cell
     ns = {s: {per[s]["n"] for per in summary.values() if s in per} for s in sets}
@@ -199,29 +268,36 @@ def results_markdown(summary: dict, published: list[dict] | None = None) -> str:
                             f"({r[k]['n']})" if k in r else "–" for k in counts]
                          for m, v in with_readout.items() for r in [v["readout_by_steps"]]])
 
-    # every RL run beside the checkpoint it started from
+    # every RL run beside the checkpoint it started from, and the papers' same comparison
     runs = [m for m in summary if m in RL_START and RL_START[m] in summary]
     if runs:
-        def avg(per):
-            return sum(per[s]["accuracy"] for s in BENCHMARK_SETS) / len(BENCHMARK_SETS) \
-                if all(s in per for s in BENCHMARK_SETS) else None
-
-        def pct(x):
-            return "–" if x is None else f"{100 * x:.1f}%"
-
         lines += ["", "## RL runs beside their starting checkpoints", "",
-                  "gsm accuracy and tokens, and the mean accuracy over the four sets in the roles of "
-                  "ATP-Latent's benchmarks (" + ", ".join(BENCHMARK_SETS) + "): start -> after RL.", ""]
-        rl_rows = []
-        for m in runs:
-            start, per, base = RL_START[m], summary[m], summary[RL_START[m]]
-            gsm = f"{pct(base['gsm']['accuracy'])} -> {pct(per['gsm']['accuracy'])}" if "gsm" in per else "–"
-            tokens = f"{base['gsm']['tokens']:.1f} -> {per['gsm']['tokens']:.1f}" if "gsm" in per else "–"
-            coh = per.get("gsm", {}).get("coherence")
-            base_coh = base.get("gsm", {}).get("coherence")
-            rl_rows.append([m, start, gsm, tokens, f"{pct(avg(base))} -> {pct(avg(per))}",
-                            "–" if coh is None else f"{pct(base_coh)} -> {pct(coh)}"])
-        lines += _table(["run", "starts from", "gsm accuracy", "gsm tokens", "4-set mean", "gsm coherence"], rl_rows)
+                  "Accuracy on every held-out set and its mean over the four in the roles of ATP-Latent's "
+                  "benchmarks (" + ", ".join(BENCHMARK_SETS) + "), gsm tokens and coherence: start -> after "
+                  "RL (change in points). Last column: what the papers report for the same comparison "
+                  "(their models and data, not ours).", ""]
+        sets_here = [s for s in sets if any(s in summary[m] for m in runs)]
+        rl_rows = [[m, RL_START[m]]
+                   + [_change(summary[RL_START[m]].get(s, {}).get("accuracy"), summary[m].get(s, {}).get("accuracy"))
+                      for s in sets_here]
+                   + [_change(_benchmark_mean(summary[RL_START[m]]), _benchmark_mean(summary[m])),
+                      _change(summary[RL_START[m]].get("gsm", {}).get("tokens"), summary[m].get("gsm", {}).get("tokens"),
+                              percent=False),
+                      _change(summary[RL_START[m]].get("gsm", {}).get("coherence"),
+                              summary[m].get("gsm", {}).get("coherence")),
+                      _paper_comparison(m, published or [])]
+                   for m in runs]
+        lines += _table(["run", "starts from"] + sets_here + ["4-set mean", "gsm tokens", "gsm coherence", "papers"],
+                        rl_rows)
+        if value_head:
+            lines += ["", "Latent RL's value head: ROC-AUC of a rollout's value (mean sigma(V) over its latent "
+                      "positions) against its correctness, on held-out training questions the head never saw; "
+                      "z against chance (Mann-Whitney).", ""]
+            lines += _table(["run", "held-out rollouts", "correct (start)", "ROC-AUC before RL", "after RL"],
+                            [[run, str(v["heldout_rollouts"]), f"{100 * v['heldout_correct_before']:.1f}%",
+                              _auc(v["value_auc_before"], v["value_auc_before_z"]),
+                              _auc(v["value_auc_after"], v["value_auc_after_z"])]
+                             for run, v in value_head.items()])
 
     # svamp combines two or three variations that training shows only alone: which hurt most
     with_variation = {m: per["svamp"]["by_variation"] for m, per in summary.items()

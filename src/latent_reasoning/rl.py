@@ -27,13 +27,16 @@ The policies (what the actions are, and how a rollout is replayed):
              sigma and the stop logits off the states before each slot
 
 The step decoder (atp) is frozen: it only reads thoughts back for the coherence reward.
+
+The run `latent_rl` (Özeren & Aßenmacher's Latent RL) takes the same stage loop with
+another step: a value head on the thoughts and an actor that raises it (latent_rl.py).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,6 +47,7 @@ from .evaluation import answers_match, extract_answer
 from .formats import IGNORE, encode_prompt
 from .generation import generate
 from .latent import latent_forward, layout, replay_forward
+from .latent_rl import LatentRlConfig
 from .schema import Example, same_answer
 from .tokenizer import EOT, LATENT
 
@@ -54,7 +58,10 @@ RUNS = {
     "atp_rl_coherence_only": ("atp_vae", "atp"),
     "grpo_cot": ("cot", "cot"),
     "grpo_coconut": ("coconut", "coconut"),
+    "latent_rl": ("coconut", "coconut"),  # Latent RL: a value head on the thoughts (latent_rl.py)
 }
+# how each run learns: GRPO (rl_step, below) unless listed here
+METHODS = {"latent_rl": "latent_rl"}
 MODELS_ROOT = "models/rl"  # the rl stage's output: one folder per run
 LOG_RATIO_CLAMP = 3.0  # |log pi/pi_old| per action is clamped here before exp (as the ATP code)
 
@@ -65,6 +72,11 @@ def start_method(run: str) -> str:
 
 def policy_kind(run: str) -> str:
     return RUNS[run][1]
+
+
+def method(run: str) -> str:
+    """grpo or latent_rl: the update a run's steps make."""
+    return METHODS.get(run, "grpo")
 
 
 def model_dir(run: str, root: str | Path = MODELS_ROOT) -> Path:
@@ -90,6 +102,7 @@ class RlConfig:
     grad_clip: float = 1.0
     eval_every: int = 0  # validation accuracy every this many steps (0: before and after only)
     jobs: int = 1  # runs trained at once, one process each (1: in turn, with base.threads)
+    latent_rl: LatentRlConfig = field(default_factory=LatentRlConfig)  # the latent_rl run's own settings
 
     def __post_init__(self):
         unknown = set(self.runs) - set(RUNS)

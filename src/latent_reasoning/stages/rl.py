@@ -5,23 +5,27 @@
     atp_rl_coherence_only  atp_vae   no answer labels: format + coherence
     grpo_cot               cot       GRPO in language space
     grpo_coconut           coconut   GRPO on the answer tokens after deterministic thoughts
+    latent_rl              coconut   Latent RL: a value head on the thoughts, fitted first to
+                                     the start model's rollouts, then actor-critic (latent_rl.py)
 
 Each run takes `rl.steps` RL steps of `rl.questions` training questions x `rl.group_size`
 rollouts and keeps its last model (validation accuracy before and after is logged).
 Writes models/rl/<run>/ (loadable as its starting method is: an ATP run keeps its heads
-and the frozen step decoder), DVCLive logs in reports/train/rl/<run> and
-reports/train/rl.json."""
+and the frozen step decoder; latent_rl its value head), DVCLive logs in
+reports/train/rl/<run> and reports/train/rl.json."""
 
 import argparse
 import copy
+import math
 import random
 import shutil
 import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
-from .. import atp, rl
+from .. import atp, latent_rl, rl
 from ..config import load_params
 from ..evaluation import evaluate
 from ..inference import default_model_dir
@@ -49,6 +53,39 @@ def validate(policy: rl.Policy, valid, params) -> float:
     return metrics["accuracy"]
 
 
+def defined(*xs):
+    """NaN (an ROC-AUC with one class only: every rollout right, or every one wrong) -> None,
+    JSON's null."""
+    return tuple(x if math.isfinite(x) else None for x in xs)
+
+
+def start_value_head(policy: rl.Policy, cfg: rl.RlConfig, train_examples, seed: int):
+    """Latent RL's first phase: the start model answers held-out and value questions (a
+    seeded split of the training set; the RL steps draw from the rest), the value head is
+    fitted and its ROC-AUC measured on the held-out rollouts. Returns the head, its
+    pos_weight, the questions left for the RL steps and what the summary reports."""
+    lcfg = cfg.latent_rl
+    shuffled = random.Random(seed).sample(train_examples, len(train_examples))
+    heldout = shuffled[: lcfg.heldout_questions]
+    value = shuffled[lcfg.heldout_questions: lcfg.heldout_questions + lcfg.value_questions]
+    pool = shuffled[lcfg.heldout_questions + lcfg.value_questions:]
+    if len(pool) < cfg.questions * cfg.group_size:
+        raise ValueError(f"rl.latent_rl: {len(train_examples)} training questions leave {len(pool)} for the RL "
+                         f"steps after heldout_questions and value_questions; a step needs "
+                         f"{cfg.questions * cfg.group_size}")
+    ans = latent_rl.answer(policy, value, cfg.max_new_tokens)
+    states, mask = latent_rl.value_data(policy, ans)
+    head = latent_rl.ValueHead(states.shape[-1], lcfg.hidden, lcfg.dropout)
+    fitted = latent_rl.fit_value_head(head, states, mask, ans.correct, lcfg, torch.Generator().manual_seed(seed))
+    held = latent_rl.answer(policy, heldout, cfg.max_new_tokens)
+    auc, z = defined(*latent_rl.head_auc(head, *latent_rl.value_data(policy, held), held.correct))
+    summary = {**fitted, "value_auc_before": auc, "value_auc_before_z": z, "heldout_rollouts": len(heldout),
+               "heldout_correct_before": held.correct.mean().item()}
+    print(f"value head: validation ROC-AUC {fitted['value_val_auc']} (epoch {fitted['value_best_epoch']}), "
+          f"held-out ROC-AUC {auc} (z = {z}, {len(heldout)} rollouts)", flush=True)
+    return head, fitted["value_pos_weight"], pool, heldout, summary
+
+
 def train_run(run: str, args: argparse.Namespace, threads: int) -> dict:
     params = load_params(args.params)
     cfg = params.rl
@@ -59,12 +96,13 @@ def train_run(run: str, args: argparse.Namespace, threads: int) -> dict:
         start_dir = Path(args.start_root) / start_dir
     out = rl.model_dir(run, args.out)
     policy = load_policy(run, params, start_dir)
-    reference = rl.Policy(policy.kind, copy.deepcopy(policy.model), policy.tokenizer, policy.ccfg,
-                          copy.deepcopy(policy.heads), None)
-    reference.train(False)
-    for p in reference.parameters():
-        p.requires_grad_(False)
     weights = rl.run_weights(run, cfg)
+    if rl.method(run) == "grpo":  # the starting policy, frozen: KL to it is logged (and penalised with kl_coef)
+        reference = rl.Policy(policy.kind, copy.deepcopy(policy.model), policy.tokenizer, policy.ccfg,
+                              copy.deepcopy(policy.heads), None)
+        reference.train(False)
+        for p in reference.parameters():
+            p.requires_grad_(False)
     train_examples = read_jsonl(Path(args.data) / "train.jsonl")
     valid = read_jsonl(Path(args.data) / "valid.jsonl")[: params.train.eval_size]
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
@@ -73,11 +111,20 @@ def train_run(run: str, args: argparse.Namespace, threads: int) -> dict:
     live = open_live(Path(args.live_dir) / run)
     started = time.time()
     before = validate(policy, valid, params)
-    print(f"{run}: from {rl.start_method(run)}, validation accuracy {before:.3f}; reward weights {weights}")
+    print(f"{run}: from {rl.start_method(run)}, validation accuracy {before:.3f}"
+          + (f"; reward weights {weights}" if rl.method(run) == "grpo" else ""))
+    value_summary = {}
+    if rl.method(run) == "latent_rl":
+        head, pos_weight, pool, heldout, value_summary = start_value_head(policy, cfg, train_examples, params.base.seed)
+        critic_opt = torch.optim.AdamW(head.parameters(), lr=cfg.latent_rl.critic_lr, weight_decay=0.01)
     for step in range(cfg.steps):
-        questions = rng.sample(train_examples, cfg.questions)
-        logged = rl.rl_step(policy, reference, optimizer, questions, cfg, weights, generator, step,
-                            params.atp.decode_max_tokens)
+        if rl.method(run) == "latent_rl":  # one greedy rollout per question: as many as a GRPO step's
+            questions = rng.sample(pool, cfg.questions * cfg.group_size)
+            logged = latent_rl.latent_rl_step(policy, head, optimizer, critic_opt, questions, cfg, step, pos_weight)
+        else:
+            questions = rng.sample(train_examples, cfg.questions)
+            logged = rl.rl_step(policy, reference, optimizer, questions, cfg, weights, generator, step,
+                                params.atp.decode_max_tokens)
         for key, value in logged.items():
             live.log_metric(f"rl/{key}", value)
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
@@ -85,12 +132,17 @@ def train_run(run: str, args: argparse.Namespace, threads: int) -> dict:
             live.log_metric("val/accuracy", accuracy)
             print(f"{run} step {step}: validation accuracy {accuracy:.3f}", flush=True)
         live.next_step()
-        print(f"{run} step {step}: reward {logged['reward']:.3f}, correct {logged['correct']:.3f}, "
-              f"coherence {logged['coherence']:.3f}, thoughts {logged['thoughts']:.2f}, kl {logged['kl']:.4f}, "
-              f"clipped {logged['clip_fraction']:.3f}", flush=True)
+        print(f"{run} step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in logged.items()), flush=True)
     after = validate(policy, valid, params)
-    summary = {"start": rl.start_method(run), "val_accuracy_before": before, "val_accuracy_after": after,
-               "best_val_accuracy": after, "train_minutes": (time.time() - started) / 60}
+    summary = {"start": rl.start_method(run), "method": rl.method(run), "val_accuracy_before": before,
+               "val_accuracy_after": after, "best_val_accuracy": after}
+    if rl.method(run) == "latent_rl":  # the head after the loop, on the final model's held-out rollouts
+        held = latent_rl.answer(policy, heldout, cfg.max_new_tokens)
+        auc, z = defined(*latent_rl.head_auc(head, *latent_rl.value_data(policy, held), held.correct))
+        summary.update(value_summary, value_auc_after=auc, value_auc_after_z=z,
+                       heldout_correct_after=held.correct.mean().item())
+        print(f"{run}: value head's held-out ROC-AUC {value_summary['value_auc_before']} -> {auc}")
+    summary["train_minutes"] = (time.time() - started) / 60
     live.summary.update(summary)
     live.end()
     if out.exists():
@@ -101,6 +153,8 @@ def train_run(run: str, args: argparse.Namespace, threads: int) -> dict:
         policy.heads.save(out)
         policy.decoder.save_pretrained(out / atp.DECODER_DIR)
         policy.tokenizer.save_pretrained(out / atp.DECODER_DIR)
+    if rl.method(run) == "latent_rl":
+        save_file(head.state_dict(), out / latent_rl.VALUE_HEAD_FILE)
     print(f"{run}: validation accuracy {before:.3f} -> {after:.3f}, {summary['train_minutes']:.1f} min")
     return summary
 
