@@ -61,6 +61,10 @@
 # On the AVX2-only AMD EPYC (2026-12-01), RL runs from the pipeline's seed-0 models, two at once:
 #   rl_seeds/seed_S:                    trial.sh D V 'p["base"]["seed"] = S'
 #                                       (S: 1, 2; V: atp_rl, grpo_coconut)
+# On the same machine (2026-12-02), from the pipeline's seed-0 coconut, two at once:
+#   latent_rl_seeds/seed_S:             trial.sh D latent_rl 'p["base"]["seed"] = S'     (S: 1, 2)
+#   latent_rl_critic/critic_lr_5e-4:    trial.sh D latent_rl 'p["rl"]["latent_rl"]["critic_lr"] = 5.0e-4'
+#   latent_rl_critic/chain_grad:        trial.sh D latent_rl 'p["rl"]["latent_rl"]["chain_grad"] = True'
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
