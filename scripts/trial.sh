@@ -65,6 +65,8 @@
 #   latent_rl_seeds/seed_S:             trial.sh D latent_rl 'p["base"]["seed"] = S'     (S: 1, 2)
 #   latent_rl_critic/critic_lr_5e-4:    trial.sh D latent_rl 'p["rl"]["latent_rl"]["critic_lr"] = 5.0e-4'
 #   latent_rl_critic/chain_grad:        trial.sh D latent_rl 'p["rl"]["latent_rl"]["chain_grad"] = True'
+# then four at once, from the pipeline's seed-0 CoT-SFT model:
+#   atp_vs_coconut_seeds/seed_S:        trial.sh D V 'p["base"]["seed"] = S'     (S: 1, 2; V: coconut, atp_vae)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
