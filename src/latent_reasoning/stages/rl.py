@@ -53,10 +53,13 @@ def validate(policy: rl.Policy, valid, params) -> float:
     return metrics["accuracy"]
 
 
-def defined(*xs):
-    """NaN (an ROC-AUC with one class only: every rollout right, or every one wrong) -> None,
-    JSON's null."""
-    return tuple(x if math.isfinite(x) else None for x in xs)
+def heldout_auc(policy: rl.Policy, head, heldout, max_new_tokens: int):
+    """The policy answers the held-out questions; the head's ROC-AUC and its z on those
+    rollouts (None, JSON's null, where they are all right or all wrong) and their accuracy."""
+    held = latent_rl.answer(policy, heldout, max_new_tokens)
+    auc, z = latent_rl.head_auc(head, *latent_rl.value_data(policy, held), held.correct)
+    defined = lambda x: x if math.isfinite(x) else None
+    return defined(auc), defined(z), held.correct.mean().item()
 
 
 def start_value_head(policy: rl.Policy, cfg: rl.RlConfig, train_examples, seed: int):
@@ -77,10 +80,9 @@ def start_value_head(policy: rl.Policy, cfg: rl.RlConfig, train_examples, seed: 
     states, mask = latent_rl.value_data(policy, ans)
     head = latent_rl.ValueHead(states.shape[-1], lcfg.hidden, lcfg.dropout)
     fitted = latent_rl.fit_value_head(head, states, mask, ans.correct, lcfg, torch.Generator().manual_seed(seed))
-    held = latent_rl.answer(policy, heldout, cfg.max_new_tokens)
-    auc, z = defined(*latent_rl.head_auc(head, *latent_rl.value_data(policy, held), held.correct))
+    auc, z, correct = heldout_auc(policy, head, heldout, cfg.max_new_tokens)
     summary = {**fitted, "value_auc_before": auc, "value_auc_before_z": z, "heldout_rollouts": len(heldout),
-               "heldout_correct_before": held.correct.mean().item()}
+               "heldout_correct_before": correct}
     print(f"value head: validation ROC-AUC {fitted['value_val_auc']} (epoch {fitted['value_best_epoch']}), "
           f"held-out ROC-AUC {auc} (z = {z}, {len(heldout)} rollouts)", flush=True)
     return head, fitted["value_pos_weight"], pool, heldout, summary
@@ -137,10 +139,8 @@ def train_run(run: str, args: argparse.Namespace, threads: int) -> dict:
     summary = {"start": rl.start_method(run), "method": rl.method(run), "val_accuracy_before": before,
                "val_accuracy_after": after, "best_val_accuracy": after}
     if rl.method(run) == "latent_rl":  # the head after the loop, on the final model's held-out rollouts
-        held = latent_rl.answer(policy, heldout, cfg.max_new_tokens)
-        auc, z = defined(*latent_rl.head_auc(head, *latent_rl.value_data(policy, held), held.correct))
-        summary.update(value_summary, value_auc_after=auc, value_auc_after_z=z,
-                       heldout_correct_after=held.correct.mean().item())
+        auc, z, correct = heldout_auc(policy, head, heldout, cfg.max_new_tokens)
+        summary.update(value_summary, value_auc_after=auc, value_auc_after_z=z, heldout_correct_after=correct)
         print(f"{run}: value head's held-out ROC-AUC {value_summary['value_auc_before']} -> {auc}")
     summary["train_minutes"] = (time.time() - started) / 60
     live.summary.update(summary)
