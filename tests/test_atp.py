@@ -1,6 +1,7 @@
 """ATP-Latent imitation: the KL term, stop decisions, decoder targets, the heads switched
 off against Coconut, batched generation with stop decisions, params."""
 
+import dataclasses
 import random
 
 import pytest
@@ -176,6 +177,9 @@ def test_readout_scores_stop_and_decoded_steps():
     assert r == {"groups": 3, "stop_correct": True, "steps_exact": 3, "steps": 4}
     r = atp.readout(EXAMPLES[1], ["<<3*2=6>>"], CFG)
     assert r["stop_correct"] is False and r["steps_exact"] == 1
+    # steps that name their person (the generator's): the formulas are compared, not names
+    named = dataclasses.replace(ex, steps=tuple(f"P{i} {s}" for i, s in enumerate(ex.steps)))
+    assert atp.readout(named, ["Ann <<20-2=18>>", "<<18/2=9>>", "<<9+3=12>>"], CFG)["steps_exact"] == 3
 
 
 @pytest.mark.parametrize("atp_params, complaint", [

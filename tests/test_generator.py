@@ -14,8 +14,13 @@ def splits():
     return generate_splits(0, GeneratorConfig(), SIZES)
 
 
+def formula(step: str) -> str:
+    """The <<lhs=rhs>> part of a step (the generator's steps start with a person's name)."""
+    return step[step.index("<<"):]
+
+
 def evaluate_formula(step: str) -> tuple[int, int]:
-    lhs, rhs = step[2:-2].split("=")
+    lhs, rhs = formula(step)[2:-2].split("=")
     a, op, b = re.fullmatch(r"(\d+)([-+*/])(\d+)", lhs).groups()
     a, b = int(a), int(b)
     value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op]
@@ -39,7 +44,7 @@ def test_each_step_uses_the_previous_result_or_a_number_in_the_question(splits):
         numbers = set(re.findall(r"\d+", ex.question))
         results = set()
         for step in ex.steps:
-            operands = re.findall(r"\d+", step[2:-2].split("=")[0])
+            operands = re.findall(r"\d+", formula(step)[2:-2].split("=")[0])
             for x in operands:
                 assert x in numbers or x in results or x in {"2", "3", "4", "5"}, (ex.question, step)
             results.add(step_result(step))
@@ -65,7 +70,8 @@ def test_train_avoids_test_chains_and_their_prefixes(splits):
     # step strings hold start value, operations, operands and results
     def head(ex):
         relations = ex.steps[:-1] if "together" in ex.question else ex.steps
-        return tuple(relations[:2]) if len(relations) >= 2 else None
+        # formulas only: the names would make any two chains differ
+        return tuple(formula(s) for s in relations[:2]) if len(relations) >= 2 else None
 
     train_heads = {head(ex) for ex in splits["train"]} - {None}
     assert len(train_heads) > 1000
@@ -208,3 +214,34 @@ def test_realize_reorder_keeps_steps():
     plain, shuffled = realize(p), realize(p, order=[2, 0, 1, 3])
     assert plain.steps == shuffled.steps and plain.answer == shuffled.answer
     assert plain.question != shuffled.question
+
+
+ASKED_RE = re.compile(r"How many \w+ (?:does (\w+) have|do (\w+) and (\w+) have together)\?$")
+
+
+def test_each_step_names_the_person_it_computes_and_the_last_one_is_asked_about(splits):
+    # a fact "X has ... than Y." makes X's count from Y's: the steps walk that chain by name
+    for name, examples in splits.items():
+        for ex in examples:
+            sources = dict(re.findall(r"(\w+) has [^.]*? (?:than|as many as) (\w+)\.", ex.question))
+            start = re.search(r"(\w+) has \d+ \w+\.", ex.question).group(1)
+            people = [s[: s.index(" <<")] for s in ex.steps]
+            chain = [start]
+            for who in people:
+                assert sources[who] == chain[-1], (name, ex)  # computed from the one before
+                chain.append(who)
+            asked = ASKED_RE.search(ex.question).groups()
+            assert people[-1] == asked[0], (name, ex)  # other_quantity too: it stops there
+    other = [ex for ex in splits["test_svamp"] if "other_quantity" in ex.meta["variation"]]
+    assert other
+
+
+def test_step_names_off_gives_bare_formulas():
+    cfg = GeneratorConfig(step_names=False)
+    named = generate_splits(3, GeneratorConfig(), SplitSizes(200, 10, 20))
+    bare = generate_splits(3, cfg, SplitSizes(200, 10, 20))
+    for split in named:
+        for a, b in zip(named[split], bare[split]):
+            assert a.question == b.question and a.answer == b.answer  # the same problems
+            assert [formula(s) for s in a.steps] == list(b.steps)
+            assert all(s.startswith("<<") for s in b.steps)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from latent_reasoning.loaders import LoadResult, dataset_stats, load_examples
-from latent_reasoning.schema import DataError, Example, write_jsonl
+from latent_reasoning.schema import DataError, Example, step_result, write_jsonl
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -178,6 +178,8 @@ def test_gsm8k_malformed(tmp_path, bad, reason):
     ({"question": "", "steps": [], "answer": "1"}, "question"),
     ({"question": "Q", "steps": [], "answer": " "}, "answer"),
     ({"question": "Q", "steps": ["1+1=2"], "answer": "2"}, "formula"),
+    ({"question": "Q", "steps": ["<<1+1=2>> Kim"], "answer": "2"}, "formula"),
+    ({"question": "Q", "steps": ["Kim <<1+1=2>> <<2+1=3>>"], "answer": "3"}, "formula"),
     ({"question": "Q", "cot": "<<1+1=2>> then 2", "answer": "2"}, "outside"),
     ({"question": "Q", "steps": [1, 2], "answer": "2"}, "list of strings"),
     ({"question": "Q", "steps": 5, "answer": "2"}, "list of step strings"),
@@ -290,3 +292,12 @@ def test_real_data_samples_load():
     assert gsm.examples[0].steps == ("<<48/2=24>>", "<<48+24=72>>")
     assert gsm.examples[0].answer == "72"
     assert dataset_stats(aug.examples)["no_steps"] > 0  # real GSM8k-Aug rows without steps load
+
+
+def test_a_step_may_carry_a_label_before_its_formula(tmp_path):
+    # the generator's steps name the person they compute; the result is the formula's
+    path = jsonl(tmp_path / "named.jsonl", [{"question": "Q", "steps": ["Kim <<1+1=2>>", "Ann Lee <<2*3=6>>"],
+                                             "answer": "6"}])
+    (ex,) = load_examples(path, fmt="json").examples
+    assert ex.steps == ("Kim <<1+1=2>>", "Ann Lee <<2*3=6>>")
+    assert step_result(ex.steps[-1]) == "6"

@@ -344,6 +344,6 @@ def readout(ex: Example, decoded: list[str], cfg: CoconutConfig) -> dict:
     were decoded exactly (the k-th decoded formula equal to the k-th step)?"""
     want_groups = min(len(ex.steps), cfg.max_latent_stage)
     got = formulas(decoded)
-    exact = sum(a == b.replace(" ", "") for a, b in zip(got, ex.steps))
+    exact = sum(a == b for a, b in zip(got, formulas(list(ex.steps))))  # labels (names) not compared
     return {"groups": len(decoded), "stop_correct": len(decoded) == want_groups,
             "steps_exact": exact, "steps": len(ex.steps)}

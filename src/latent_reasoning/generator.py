@@ -4,12 +4,17 @@ Every problem is a chain of people, each holding some number of one kind of obje
 
     Ava has 12 apples. Ben has 5 more than Ava. Cal has 3 times as many as Ben.
     How many apples does Cal have?
-    steps: <<12+5=17>> <<17*3=51>>   answer: 51
+    steps: Ben <<12+5=17>>  Cal <<17*3=51>>   answer: 51
 
 The first person's count is given; every later person's count is the previous one's
 changed by one operation (+, -, *, exact /), which is one reasoning step. Optionally
 the question asks for the last two people's total (one more step, `<<a+b=c>>`).
-Every step is a correct formula and the answer is the last step's result.
+Every step is a correct formula and the answer is the last step's result. Each step
+names the person whose count it computes (`step_names`; GSM8k-Aug's steps are bare
+formulas): with the name written, stopping at the person a question asks about, or
+finding the next fact when the facts are shuffled, is a match of two names; without it a
+small model never learned to stop early (svamp 6% for CoT-SFT, its intermediate-person
+questions 4.7% even alone: reports/experiments/data_design/).
 
 The language is deliberately plain: a small model trained from scratch in minutes
 has to learn the arithmetic and which number to copy; prose variety would only cost
@@ -64,6 +69,9 @@ class GeneratorConfig:
     # training problems carrying exactly one SVAMP variation (reordered facts, an
     # irrelevant sentence, a question about an intermediate quantity); svamp combines them
     variation_prob: float = 0.3
+    # each step after the name of the person it computes ("Cal <<17*3=51>>"); false: bare
+    # formulas, as GSM8k-Aug's
+    step_names: bool = True
 
     def __post_init__(self):
         if not (0 < self.start_min <= self.value_max):
@@ -174,23 +182,27 @@ def relation_sentence(name: str, prev: str, op: str, b: int) -> str:
 
 
 def realize(p: Problem, *, order: list[int] | None = None, distractor: str | None = None,
-            ask: int | None = None, meta: dict | None = None) -> Example:
+            ask: int | None = None, meta: dict | None = None, step_names: bool = True) -> Example:
     """Render a problem as text, steps and answer.
 
     order: permutation of the fact sentences (SVAMP-style reordering; the steps keep
     their dependency order). distractor: an irrelevant sentence inserted before the
     question. ask: index of the person the question is about (default: the last one,
-    or the last two's total when `p.together`)."""
+    or the last two's total when `p.together`). step_names: each step after the name of
+    the person it computes."""
     vals = p.values()
     facts = [f"{p.names[0]} has {p.start} {p.obj}."]
     for i, (op, b) in enumerate(p.ops):
         facts.append(relation_sentence(p.names[i + 1], p.names[i], op, b))
     steps = []
+    def label(who: str) -> str:
+        return f"{who} " if step_names else ""
+
     for i, (op, b) in enumerate(p.ops):
-        steps.append(f"<<{vals[i]}{op}{b}={vals[i + 1]}>>")
+        steps.append(f"{label(p.names[i + 1])}<<{vals[i]}{op}{b}={vals[i + 1]}>>")
     if ask is None and p.together:
         a, b = vals[-2], vals[-1]
-        steps.append(f"<<{a}+{b}={a + b}>>")
+        steps.append(f"{label(p.names[-2] + ' and ' + p.names[-1])}<<{a}+{b}={a + b}>>")
         question = f"How many {p.obj} do {p.names[-2]} and {p.names[-1]} have together?"
         answer = a + b
     else:
@@ -235,7 +247,8 @@ def generate_unique(rng, n, steps_range, cfg, taken: set, forbidden_heads: set =
 VARIATIONS = ("reordered", "distractor", "other_quantity")
 
 
-def vary(rng: random.Random, p: Problem, kinds: tuple[str, ...], meta: dict | None = None) -> Example:
+def vary(rng: random.Random, p: Problem, kinds: tuple[str, ...], meta: dict | None = None,
+         step_names: bool = True) -> Example:
     """The problem with each SVAMP-style variation in `kinds` applied (any combination):
     facts reordered, an irrelevant sentence added, the question about an earlier person."""
     order = distractor = ask = None
@@ -250,7 +263,7 @@ def vary(rng: random.Random, p: Problem, kinds: tuple[str, ...], meta: dict | No
     if "other_quantity" in kinds:
         ask = rng.choice(_askable(p))
     return realize(p, order=order, distractor=distractor, ask=ask,
-                   meta={**(meta or {}), "variation": "+".join(kinds)})
+                   meta={**(meta or {}), "variation": "+".join(kinds)}, step_names=step_names)
 
 
 def _askable(p: Problem) -> list[int]:
@@ -265,10 +278,10 @@ SVAMP_COMBINATIONS = (("reordered", "distractor"), ("reordered", "other_quantity
                       ("distractor", "other_quantity"), VARIATIONS)
 
 
-def svamp_variant(rng: random.Random, p: Problem) -> Example:
+def svamp_variant(rng: random.Random, p: Problem, step_names: bool = True) -> Example:
     """A test problem with two or three variations combined, chosen at random."""
     combos = [c for c in SVAMP_COMBINATIONS if "other_quantity" not in c or _askable(p)]
-    return vary(rng, p, rng.choice(combos))
+    return vary(rng, p, rng.choice(combos), step_names=step_names)
 
 
 def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: set,
@@ -293,12 +306,12 @@ def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: s
                 break
         taken.add(p.chain)
         if kind == "enlarged":
-            out.append(realize(p, meta={"variation": "enlarged"}))
+            out.append(realize(p, meta={"variation": "enlarged"}, step_names=cfg.step_names))
         elif kind == "varied":
             kinds = [k for k in VARIATIONS if k != "other_quantity" or _askable(p)]
-            out.append(vary(rng, p, (rng.choice(kinds),)))
+            out.append(vary(rng, p, (rng.choice(kinds),), step_names=cfg.step_names))
         else:
-            out.append(realize(p))
+            out.append(realize(p, step_names=cfg.step_names))
     return out
 
 
@@ -324,13 +337,14 @@ def generate_splits(seed: int, cfg: GeneratorConfig, sizes: SplitSizes,
     held_out = {_head(p) for p in test + valid + multiarith + longer + hard}
     train = generate_train(rng, sizes.train, train_steps, cfg, held_out, hard_factor)
 
-    svamp = [svamp_variant(rng, p) for p in test]
+    svamp = [svamp_variant(rng, p, cfg.step_names) for p in test]
+    named = {"step_names": cfg.step_names}
     return {
         "train": train,
-        "valid": [realize(p) for p in valid],
-        "test_gsm": [realize(p) for p in test],
-        "test_gsm_hard": [realize(p, meta={"variation": "enlarged"}) for p in hard],
+        "valid": [realize(p, **named) for p in valid],
+        "test_gsm": [realize(p, **named) for p in test],
+        "test_gsm_hard": [realize(p, meta={"variation": "enlarged"}, **named) for p in hard],
         "test_svamp": svamp,
-        "test_multiarith": [realize(p) for p in multiarith],
-        "test_longer": [realize(p) for p in longer],
+        "test_multiarith": [realize(p, **named) for p in multiarith],
+        "test_longer": [realize(p, **named) for p in longer],
     }

@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import coconut
-from .evaluation import answers_match, extract_answer
-from .generation import generate
+from .evaluation import evaluate
 from .latent import latent_forward, layout, replay_forward
 from .schema import Example
 from .tokenizer import EOT, LATENT
@@ -142,23 +141,16 @@ class Answered:
 
 @torch.no_grad()
 def answer(policy, examples: list[Example], max_new_tokens: int, batch_size: int = 256) -> Answered:
-    """The policy's deterministic thoughts and greedy answers (as evaluation runs it),
-    in batches, with the thoughts it fed back."""
-    tok, slots = policy.tokenizer, policy.ccfg.max_thoughts
+    """The policy's deterministic thoughts and greedy answers, exactly as the evaluate
+    stage runs a Coconut model (evaluation.evaluate), with the thoughts it fed back."""
     policy.train(False)
-    prompts = [policy.prompt(ex) for ex in examples]
-    feed = coconut.thought_fn(policy.model, policy.ccfg)
-    thoughts, n, correct = [], [], []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start: start + batch_size]
-        out = generate(policy.model, chunk, max_new_tokens=max_new_tokens, eos_id=tok.eos_token_id,
-                       pad_id=tok.pad_token_id, n_latents=[slots] * len(chunk), eot_id=tok.convert_tokens_to_ids(EOT),
-                       thought_fn=feed, return_thoughts=True)
-        thoughts += out.inputs
-        n += out.n_thoughts
-        for ex, tokens in zip(examples[start: start + batch_size], out.tokens):
-            correct.append(answers_match(extract_answer(tok.decode(tokens, skip_special_tokens=False)), ex.answer))
-    return Answered(list(examples), prompts, thoughts, n, torch.tensor(correct, dtype=torch.float))
+    ccfg = policy.ccfg
+    _, preds = evaluate(policy.model, policy.tokenizer, examples, batch_size=batch_size,
+                        max_new_tokens=max_new_tokens, keep_thoughts=True,
+                        **coconut.inference_kwargs(policy.model, "coconut", ccfg.final_stage, ccfg))
+    return Answered(list(examples), [policy.prompt(ex) for ex in examples],
+                    [p["thought_inputs"] for p in preds], [p["thoughts"] for p in preds],
+                    torch.tensor([p["correct"] for p in preds], dtype=torch.float))
 
 
 def latent_states(policy, ans: Answered, rows: list[int], chain_grad: bool = False):

@@ -2,9 +2,10 @@
 
     {"question": str, "steps": [str, ...], "answer": str}
 
-Each step is a formula in the GSM8k-Aug style, ``<<16-3-4=9>>``. Structure is
-checked strictly (types, non-empty question and answer, every step a ``<<lhs=rhs>>``
-formula); content is taken as the data has it: real GSM8k-Aug has rows with no
+Each step is a formula in the GSM8k-Aug style, ``<<16-3-4=9>>``, optionally after a
+label that says what it computes (the generator's steps name the person: ``Kim <<17-8=9>>``;
+real GSM8k-Aug rows have none). Structure is checked strictly (types, non-empty question
+and answer, every step one ``<<lhs=rhs>>`` formula with at most a label before it); content is taken as the data has it: real GSM8k-Aug has rows with no
 steps and rows whose last step disagrees with the answer, and those load (the
 statistics count them).
 """
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-# one formula: "<<" expression "=" result ">>", nothing else around it
-STEP_RE = re.compile(r"^<<[^<>=]+=[^<>=]+>>$")
+# one formula: "<<" expression "=" result ">>", after an optional label ("Kim "), nothing
+# else around it
+STEP_RE = re.compile(r"^(?:[^<>=\n]+ )?<<([^<>=]+)=([^<>=]+)>>$")
 
 
 class DataError(ValueError):
@@ -59,8 +61,11 @@ def same_answer(a: str, b: str) -> bool:
 
 
 def step_result(step: str) -> str:
-    """The right-hand side of a ``<<lhs=rhs>>`` formula."""
-    return step[2:-2].rsplit("=", 1)[1].strip()
+    """The right-hand side of a step's ``<<lhs=rhs>>`` formula."""
+    match = STEP_RE.match(step.strip())
+    if match is None:
+        raise DataError(f"step {step!r} is not a <<expression=result>> formula")
+    return match.group(2).strip()
 
 
 def validate_row(row, where: str) -> Example:
@@ -81,7 +86,8 @@ def validate_row(row, where: str) -> Example:
         raise DataError(f"{where}: 'steps' must be a list of strings")
     for i, step in enumerate(steps):
         if not STEP_RE.match(step.strip()):
-            raise DataError(f"{where}: step {i} {step!r} is not a <<expression=result>> formula")
+            raise DataError(f"{where}: step {i} {step!r} is not a <<expression=result>> formula "
+                            "(a label before it is allowed, nothing after it)")
     meta = row.get("meta") or {}
     return Example(question.strip(), tuple(s.strip() for s in steps), answer.strip(), meta)
 
