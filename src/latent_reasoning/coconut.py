@@ -37,6 +37,7 @@ from .formats import IGNORE, prompt_text
 from .latent import LatentBatch, layout
 from .schema import Example
 from .tokenizer import BOT, EOT, LATENT, LATENT_TOKENS, PAUSE
+from .parallel import is_main_process
 
 VARIANTS = ("coconut", "no_curriculum", "no_thought", "pause_as_thought", "pause_token")
 THOUGHT_FEEDBACK = ("hidden", "soft_token")
@@ -137,7 +138,8 @@ def finish_variant(variant: str, history: list[dict], live, out: Path) -> dict:
                "train_minutes": sum(h["train_minutes"] for h in history)}
     live.summary.update(summary)
     live.end()
-    (Path(out) / "train_summary.json").write_text(json.dumps({"variant": variant, "stages": history}, indent=2) + "\n")
+    if is_main_process():  # data parallel: rank 0 writes
+        (Path(out) / "train_summary.json").write_text(json.dumps({"variant": variant, "stages": history}, indent=2) + "\n")
     return summary
 
 

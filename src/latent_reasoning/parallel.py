@@ -21,9 +21,22 @@ terminated."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import traceback
 from multiprocessing.connection import wait
 from typing import Callable
+
+
+def world_size() -> int:
+    """Processes of a data-parallel run (accelerate launch, torchrun set WORLD_SIZE); 1 in
+    a plain run. Read from the environment: creating accelerate's state here, before the
+    training loop's Accelerator, would fix it as a single process."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True in a plain run, and on rank 0 of a data-parallel one: the process that writes."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def threads_per_job(threads: int, jobs: int) -> int:
@@ -109,11 +122,17 @@ def _train_task(task):  # a job: one variant (module level, so that it pickles)
 def train_variants(train_variant: Callable, variants: list[str], args, threads: int, jobs: int,
                    summary_path) -> dict:
     """`train_variant(variant, args, threads) -> summary` for every variant, `jobs` at a
-    time, in the order listed; writes {variant: summary} as JSON to `summary_path`."""
+    time, in the order listed; writes {variant: summary} as JSON to `summary_path`.
+    Under data parallel (accelerate launch, N ranks) the variants train one after another,
+    each on every rank, and rank 0 writes."""
     import json
     from pathlib import Path
 
+    if world_size() > 1:
+        jobs = 1  # the ranks are the parallelism; a process pool per rank would not know them
     summary = dict(run_jobs(_train_task, [(train_variant, v, args, threads) for v in variants], jobs))
+    if not is_main_process():
+        return summary
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
     Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
     for variant, s in summary.items():

@@ -4,8 +4,15 @@ A method supplies `make_batch(examples) -> batch` and optionally `loss_fn(model,
 (default: the model's own teacher-forced loss) and `validate(model) -> accuracy`. The loop:
 AdamW, linear warmup then cosine decay, gradient clipping, optional bf16, validation
 every `eval_every` steps with the best checkpoint kept, DVCLive metrics, a progress bar.
-Accelerate places everything (CPU here, a GPU where there is one), in one process: multi-process
-data parallel is not supported yet (every rank would draw the same batches).
+Accelerate places everything (CPU here, a GPU where there is one).
+
+Data parallel: under `accelerate launch --num_processes N` (or torchrun) `cfg.batch_size` is
+the global batch. Every rank draws the same global batches (the same seeded generator) and
+trains on its own slice of each, batch_size / N rows; DDP averages the gradients. Where the
+loss is a mean over target tokens (SFT, Coconut: `n_targets`), each rank's loss is
+weighted by its share of the global batch's targets, so that N ranks compute the same
+update as one process with the whole batch. Rank 0 alone validates, saves and logs; the
+others wait for it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ from accelerate import Accelerator
 from dvclive import Live
 from tqdm import tqdm
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
+from .formats import IGNORE
+from .latent import LatentBatch
+from .parallel import is_main_process
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -68,9 +78,58 @@ def make_optimizer(model, cfg: TrainConfig):
     )
 
 
+class _NoLive:
+    """What ranks other than 0 log to: nothing (rank 0 alone writes the DVCLive files)."""
+
+    def __init__(self):
+        self.summary = {}
+
+    def log_metric(self, *args, **kwargs):
+        pass
+
+    def log_param(self, *args, **kwargs):
+        pass
+
+    def next_step(self):
+        pass
+
+    def end(self):
+        pass
+
+
 def open_live(live_dir: str | Path) -> Live:
+    if not is_main_process():
+        return _NoLive()
     # dvc.yaml owns the metrics/plots declarations (DVCLive must not rewrite it)
     return Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def average_gradients(model, world: int) -> None:
+    """Every rank's gradients replaced by their mean over the ranks (what DDP computes). A
+    parameter that some rank's batch reached and this one's did not counts as a zero
+    gradient here; one that no rank reached keeps no gradient (the optimizer skips it, as
+    in one process)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    reached = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    torch.distributed.all_reduce(reached)  # one call: every rank then makes the same calls
+    for p, anyone in zip(params, reached.tolist()):
+        if not anyone:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= world
+
+
+def n_targets(batch) -> torch.Tensor | None:
+    """How many target tokens the batch's loss is the mean of: an SFT batch (the model's
+    own loss, labels shifted by one) or a LatentBatch (the CE over its suffix labels);
+    None for other batches (their ranks' losses are averaged as they are)."""
+    if isinstance(batch, dict) and "labels" in batch:
+        return (batch["labels"][:, 1:] != IGNORE).sum()
+    if isinstance(batch, LatentBatch):
+        return (batch.labels != IGNORE).sum()
+    return None
 
 
 def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable,
@@ -84,12 +143,23 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
     `length(example)` is what `cfg.length_buckets` groups batches by.
     A multi-stage method calls this once per stage, passing its own `live` (kept open)
     and, to keep the optimizer's state across stages, its `optimizer`. `desc` names the
-    run in the progress output (several may share one terminal)."""
+    run in the progress output (several may share one terminal). Data parallel: see the
+    module's docstring; the summary is rank 0's (the others return theirs, without
+    validation)."""
     out_dir = Path(out_dir)
     save = save or (lambda m, d: m.save_pretrained(d))
     accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) does not split evenly "
+                          f"over {world} processes")
+    local = cfg.batch_size // world  # this rank's rows of every global batch
     optimizer = optimizer or make_optimizer(model, cfg)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    # the model is not wrapped in DDP: a latent method runs the model several times per step
+    # (one pass per thought), which DDP's per-forward bookkeeping does not allow; the
+    # gradients are averaged over the ranks after backward instead (average_gradients)
+    model = model.to(accelerator.device)
+    optimizer = accelerator.prepare(optimizer)
     torch.manual_seed(seed)
 
     owns_live = live is None
@@ -101,7 +171,7 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        batch = make_batch(next(data))
+        batch = make_batch(next(data)[rank * local: (rank + 1) * local])
         batch = {k: v.to(accelerator.device) for k, v in batch.items()} if isinstance(batch, dict) \
             else batch.to(accelerator.device)
         model.train()
@@ -112,14 +182,31 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
         if isinstance(loss, dict):
             parts = {k: v for k, v in loss.items() if k != "loss"}
             loss = loss["loss"]
-        if not torch.isfinite(loss):
+        scale = 1.0
+        if world > 1:
+            # DDP averages the ranks' gradients: weighting each rank's token mean by its
+            # share of the global batch's targets makes that the global token mean
+            targets = n_targets(batch)
+            if targets is not None:
+                total = accelerator.reduce(targets.detach().float().clone(), reduction="sum")
+                scale = targets.float() * world / total
+            # one rank's NaN must stop every rank (the others would wait for it forever)
+            finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum")
+            if finite.item() < world:
+                raise FloatingPointError(f"{desc}: a rank's loss is not finite at step {step} "
+                                         f"(this rank's: {loss.item()}; lr {optimizer.param_groups[0]['lr']:.2e})")
+        elif not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step} (lr {optimizer.param_groups[0]['lr']:.2e})")
-        accelerator.backward(loss)
+        accelerator.backward(loss * scale if world > 1 else loss)
+        if world > 1:
+            average_gradients(model, world)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
         last = step + 1 == cfg.max_steps
+        if world > 1:  # the logged loss is the global batch's (every rank takes part)
+            loss = accelerator.reduce((loss * scale).detach(), reduction="mean")
         if step % cfg.log_every == 0 or last:
             live.log_metric("train/loss", loss.item())
             live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
@@ -128,17 +215,21 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
                 live.log_metric(f"train/{name}", float(value))
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if validate is not None and ((step + 1) % cfg.eval_every == 0 or last):
-            model.eval()
-            acc = validate(accelerator.unwrap_model(model))
-            live.log_metric("val/accuracy", acc)
-            history.append({"step": step + 1, "val_accuracy": acc, "loss": loss.item()})
-            tqdm.write(f"{desc} step {step + 1}: loss {loss.item():.4f} val accuracy {acc:.3f}")
-            if acc > best_acc:
-                best_acc, best_step = acc, step + 1
-                save(accelerator.unwrap_model(model), out_dir)
+            if accelerator.is_main_process:  # rank 0 validates and saves; the others wait
+                model.eval()
+                acc = validate(accelerator.unwrap_model(model))
+                live.log_metric("val/accuracy", acc)
+                history.append({"step": step + 1, "val_accuracy": acc, "loss": loss.item()})
+                tqdm.write(f"{desc} step {step + 1}: loss {loss.item():.4f} val accuracy {acc:.3f}")
+                if acc > best_acc:
+                    best_acc, best_step = acc, step + 1
+                    save(accelerator.unwrap_model(model), out_dir)
+            accelerator.wait_for_everyone()
         live.next_step()
     if validate is None:
-        save(accelerator.unwrap_model(model), out_dir)
+        if accelerator.is_main_process:
+            save(accelerator.unwrap_model(model), out_dir)
+        accelerator.wait_for_everyone()
         best_step = cfg.max_steps
     summary = {"best_val_accuracy": best_acc, "best_step": best_step, "final_loss": loss.item(),
                "train_minutes": (time.time() - started) / 60}

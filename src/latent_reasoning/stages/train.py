@@ -11,6 +11,7 @@ from ..config import load_params
 from ..evaluation import evaluate
 from ..formats import collate, encode_examples
 from ..modeling import build_model
+from ..parallel import is_main_process
 from ..schema import read_jsonl
 from ..tokenizer import load_tokenizer
 from ..train_loop import train
@@ -51,6 +52,8 @@ def main():
     summary = train(model, encoded, cfg, make_batch=lambda seqs: collate(seqs, tokenizer.pad_token_id),
                     out_dir=out, live_dir=live_dir, seed=params.base.seed, validate=validate, save=save,
                     length=lambda seq: len(seq[0]))
+    if not is_main_process():  # data parallel: rank 0 writes
+        return
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))
 
