@@ -27,8 +27,9 @@ def test_round_trip_on_every_split(tokenizer, data):
 def test_numbers_are_whole_tokens_and_large_numbers_still_representable(tokenizer):
     for n in ("0", "7", "42", "999"):
         assert tokenizer.tokenize(n) == [n]
-    assert tokenizer.tokenize("<<12+5=17>>") == ["<<", "12", "+", "5", "=", "17", ">>"]
-    big = "<<1265-207=1058>> 100005"
+    # a generated step names its person: the formula's "<<" comes with the space before it
+    assert tokenizer.tokenize("Kim <<12+5=17>>") == ["Kim", " <<", "12", "+", "5", "=", "17", ">>"]
+    big = "Kim <<1265-207=1058>> 100005"
     ids = tokenizer(big)["input_ids"]
     assert tokenizer.unk_token_id not in ids and tokenizer.decode(ids) == big
     # a number's leading space is its own token: "12" is one token in question and formula
