@@ -35,9 +35,9 @@ import torch
 
 from .formats import IGNORE, prompt_text
 from .latent import LatentBatch, layout
+from .parallel import is_main_process
 from .schema import Example
 from .tokenizer import BOT, EOT, LATENT, LATENT_TOKENS, PAUSE
-from .parallel import is_main_process
 
 VARIANTS = ("coconut", "no_curriculum", "no_thought", "pause_as_thought", "pause_token")
 THOUGHT_FEEDBACK = ("hidden", "soft_token")

@@ -194,10 +194,10 @@ def realize(p: Problem, *, order: list[int] | None = None, distractor: str | Non
     facts = [f"{p.names[0]} has {p.start} {p.obj}."]
     for i, (op, b) in enumerate(p.ops):
         facts.append(relation_sentence(p.names[i + 1], p.names[i], op, b))
-    steps = []
     def label(who: str) -> str:
         return f"{who} " if step_names else ""
 
+    steps = []
     for i, (op, b) in enumerate(p.ops):
         steps.append(f"{label(p.names[i + 1])}<<{vals[i]}{op}{b}={vals[i + 1]}>>")
     if ask is None and p.together:
@@ -338,13 +338,13 @@ def generate_splits(seed: int, cfg: GeneratorConfig, sizes: SplitSizes,
     train = generate_train(rng, sizes.train, train_steps, cfg, held_out, hard_factor)
 
     svamp = [svamp_variant(rng, p, cfg.step_names) for p in test]
-    named = {"step_names": cfg.step_names}
+    named = cfg.step_names
     return {
         "train": train,
-        "valid": [realize(p, **named) for p in valid],
-        "test_gsm": [realize(p, **named) for p in test],
-        "test_gsm_hard": [realize(p, meta={"variation": "enlarged"}, **named) for p in hard],
+        "valid": [realize(p, step_names=named) for p in valid],
+        "test_gsm": [realize(p, step_names=named) for p in test],
+        "test_gsm_hard": [realize(p, meta={"variation": "enlarged"}, step_names=named) for p in hard],
         "test_svamp": svamp,
-        "test_multiarith": [realize(p, **named) for p in multiarith],
-        "test_longer": [realize(p, **named) for p in longer],
+        "test_multiarith": [realize(p, step_names=named) for p in multiarith],
+        "test_longer": [realize(p, step_names=named) for p in longer],
     }

@@ -5,7 +5,8 @@
 Each step is a formula in the GSM8k-Aug style, ``<<16-3-4=9>>``, optionally after a
 label that says what it computes (the generator's steps name the person: ``Kim <<17-8=9>>``;
 real GSM8k-Aug rows have none). Structure is checked strictly (types, non-empty question
-and answer, every step one ``<<lhs=rhs>>`` formula with at most a label before it); content is taken as the data has it: real GSM8k-Aug has rows with no
+and answer, every step one ``<<lhs=rhs>>`` formula with at most a label before it);
+content is taken as the data has it: real GSM8k-Aug has rows with no
 steps and rows whose last step disagrees with the answer, and those load (the
 statistics count them).
 """

@@ -184,8 +184,8 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
             loss = loss["loss"]
         scale = 1.0
         if world > 1:
-            # DDP averages the ranks' gradients: weighting each rank's token mean by its
-            # share of the global batch's targets makes that the global token mean
+            # average_gradients takes the mean over the ranks: weighting each rank's token
+            # mean by its share of the global batch's targets makes that the global token mean
             targets = n_targets(batch)
             if targets is not None:
                 total = accelerator.reduce(targets.detach().float().clone(), reduction="sum")
@@ -217,18 +217,18 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
         if validate is not None and ((step + 1) % cfg.eval_every == 0 or last):
             if accelerator.is_main_process:  # rank 0 validates and saves; the others wait
                 model.eval()
-                acc = validate(accelerator.unwrap_model(model))
+                acc = validate(model)
                 live.log_metric("val/accuracy", acc)
                 history.append({"step": step + 1, "val_accuracy": acc, "loss": loss.item()})
                 tqdm.write(f"{desc} step {step + 1}: loss {loss.item():.4f} val accuracy {acc:.3f}")
                 if acc > best_acc:
                     best_acc, best_step = acc, step + 1
-                    save(accelerator.unwrap_model(model), out_dir)
+                    save(model, out_dir)
             accelerator.wait_for_everyone()
         live.next_step()
     if validate is None:
         if accelerator.is_main_process:
-            save(accelerator.unwrap_model(model), out_dir)
+            save(model, out_dir)
         accelerator.wait_for_everyone()
         best_step = cfg.max_steps
     summary = {"best_val_accuracy": best_acc, "best_step": best_step, "final_loss": loss.item(),
