@@ -137,3 +137,26 @@ def test_soft_token_feedback_mixes_input_embeddings_by_the_heads_distribution():
         torch.testing.assert_close(fn(torch.zeros(1, 16))[0], embeddings.mean(0))
     mixed.sum().backward()  # gradients reach the hidden state through the mixture
     assert h.grad is not None and h.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("texts, spelling", [
+    (["Q?\n<<1+2=3>>\n### 3"], "<<"),                     # bare formulas: "<<" after a newline
+    (["Q?\nAna <<1+2=3>> Bo <<3+1=4>>\n### 4"], " <<"),    # step-named: "<<" only ever after a word
+])
+def test_latent_tokens_start_from_the_step_marker_never_unk(texts, spelling):
+    tok = build_tokenizer(texts)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=16, n_head=2, n_positions=32))
+    coconut.init_latent_tokens(model, tok)
+    emb = model.get_input_embeddings().weight
+    marker = tok.convert_tokens_to_ids(spelling)
+    assert marker != tok.unk_token_id
+    for special in (BOT, EOT, LATENT, PAUSE):
+        assert torch.equal(emb[tok.convert_tokens_to_ids(special)], emb[marker])
+    assert not torch.equal(emb[marker], emb[tok.unk_token_id])
+
+
+def test_latent_tokens_refuse_a_tokenizer_without_the_marker():
+    tok = build_tokenizer(["Q?\n1+2=3\n### 3"])
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=16, n_head=2, n_positions=32))
+    with pytest.raises(ValueError, match="<<"):
+        coconut.init_latent_tokens(model, tok)

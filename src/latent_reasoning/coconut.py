@@ -146,10 +146,19 @@ def finish_variant(variant: str, history: list[dict], live, out: Path) -> dict:
 def init_latent_tokens(model, tokenizer) -> None:
     """The latent-reasoning special tokens start from the embedding of "<<", the token a
     step starts with (the reference meant to do this, but a bug made it a no-op until Aug
-    2025). A pretrained tokenizer may split "<<": its first piece is taken."""
+    2025). A pretrained tokenizer may split "<<": its first piece is taken. Our word-level
+    tokenizer knows " <<" alone when every step follows a word (step-named data), so that
+    spelling is tried next; a marker the tokenizer cannot spell is an error, never <unk>."""
     emb = model.get_input_embeddings().weight
+    unk = tokenizer.unk_token_id
+    for spelling in ("<<", " <<"):
+        first = tokenizer(spelling, add_special_tokens=False)["input_ids"][0]
+        if unk is None or first != unk:
+            break
+    else:
+        raise ValueError('init_latent_tokens: the tokenizer spells neither "<<" nor " <<" (both <unk>)')
     with torch.no_grad():
-        start = emb[tokenizer("<<", add_special_tokens=False)["input_ids"][0]].clone()
+        start = emb[first].clone()
         for tok in LATENT_TOKENS:
             emb[tokenizer.convert_tokens_to_ids(tok)] = start
 
