@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 TINY = {
-    "base": {"seed": 0, "threads": 1},
+    "base": {"seed": 0, "threads": 1, "checkpoint_every": 2},  # every stage's checkpoints exercised
     "data": {"train_size": 400, "valid_size": 16, "test_size": 16},
     "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128},
     "train": {"max_steps": 6, "batch_size": 16, "lr": 0.003, "warmup_steps": 2, "eval_every": 3,

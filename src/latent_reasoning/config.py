@@ -33,6 +33,16 @@ class ConfigError(ValueError):
 class BaseConfig:
     seed: int = 0
     threads: int = 2  # torch intra-op threads; the machines have 2 cores
+    checkpoint_every: int = 0  # training steps between resumable checkpoints (resume.py); 0: none
+    resume_dir: str = ".resume"  # where they live: outside every stage's outputs
+
+    def __post_init__(self):
+        if self.threads < 1:
+            raise ConfigError(f"base.threads must be >= 1, got {self.threads}")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"base.checkpoint_every must be >= 0 (0: no checkpoints), got {self.checkpoint_every}")
+        if not self.resume_dir:
+            raise ConfigError("base.resume_dir must name a folder")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from torch import nn
 from . import coconut
 from .evaluation import evaluate
 from .latent import latent_forward, layout, replay_forward
+from .parallel import average_gradients, gather, mean_over_ranks, rank, shard, sum_over_ranks, world_size
 from .schema import Example
 from .tokenizer import EOT, LATENT
 
@@ -153,6 +154,17 @@ def answer(policy, examples: list[Example], max_new_tokens: int, batch_size: int
                     torch.tensor([p["correct"] for p in preds], dtype=torch.float))
 
 
+def answer_all(policy, examples: list[Example], max_new_tokens: int) -> Answered:
+    """answer() of every example; data parallel: each rank answers its share and every rank
+    gets the whole, in order (the value head is then fitted alike on every rank)."""
+    parts = gather(answer(policy, shard(examples, "latent_rl questions"), max_new_tokens))
+    if len(parts) == 1:
+        return parts[0]
+    return Answered([e for a in parts for e in a.examples], [p for a in parts for p in a.prompts],
+                    [t for a in parts for t in a.thoughts], [n for a in parts for n in a.n_thoughts],
+                    torch.cat([a.correct for a in parts]))
+
+
 def latent_states(policy, ans: Answered, rows: list[int], chain_grad: bool = False):
     """The last-layer states at the latent positions of rollouts `rows`, (B, slots, H), and
     their mask (B, slots): one teacher-forced pass over the recorded thoughts, or with
@@ -254,23 +266,39 @@ def latent_rl_step(policy, head: ValueHead, actor_opt, critic_opt, questions: li
     the recorded thoughts, the actor's and the critic's losses, one update of each.
     `cfg` is the RlConfig (minibatch, grad_clip, max_new_tokens; its latent_rl section)."""
     lcfg = cfg.latent_rl
-    ans = answer(policy, questions, cfg.max_new_tokens)
+    world = world_size()
+    # data parallel: each rank answers its contiguous share (global rows offset .. offset + R - 1)
+    ans = answer(policy, shard(questions, "rl.questions x rl.group_size"), cfg.max_new_tokens)
+    R, offset = len(ans.prompts), rank() * len(ans.prompts)
     policy.train(False)  # no dropout in the backbone: the states are the rollout's
     backbone = [p for p in policy.parameters() if p.requires_grad]
     logged = {k: [] for k in ("actor_loss", "critic_loss", "value", "grad_norm", "head_grad_norm")}
     order = list(range(len(questions)))
     random.Random(step).shuffle(order)
     for start in range(0, len(order), cfg.minibatch):
-        rows = order[start: start + cfg.minibatch]
-        states, mask = latent_states(policy, ans, rows, chain_grad=lcfg.chain_grad)
-        actor_loss, critic_loss = actor_critic_losses(head, states, mask, ans.correct[rows], pos_weight,
-                                                      lcfg.critic_backbone)
-        loss = actor_loss + critic_loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"latent_rl: non-finite loss at RL step {step} (minibatch at row {start})")
+        rows = [i - offset for i in order[start: start + cfg.minibatch] if offset <= i < offset + R]
         actor_opt.zero_grad(set_to_none=True)
         critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        actor_loss = critic_loss = torch.zeros(())
+        if rows:
+            states, mask = latent_states(policy, ans, rows, chain_grad=lcfg.chain_grad)
+            actor_loss, critic_loss = actor_critic_losses(head, states, mask, ans.correct[rows], pos_weight,
+                                                          lcfg.critic_backbone)
+        loss = actor_loss + critic_loss
+        finite = bool(torch.isfinite(loss))
+        if world > 1:  # both losses are means over the latent positions: weight by this rank's share
+            finite = sum_over_ranks(float(finite)) == world
+            positions = float(sum(ans.n_thoughts[i] for i in rows))
+            share = positions * world / max(sum_over_ranks(positions), 1.0)
+            actor_loss, critic_loss, loss = actor_loss * share, critic_loss * share, loss * share
+        if not finite:
+            raise FloatingPointError(f"latent_rl: non-finite loss at RL step {step} (minibatch at row {start})")
+        if rows:
+            loss.backward()
+        if world > 1:
+            average_gradients(policy, world)
+            average_gradients(head, world)
+            actor_loss, critic_loss = (torch.tensor(sum_over_ranks(x.item()) / world) for x in (actor_loss, critic_loss))
         # clipped after backward, each optimiser's parameters on their own
         norm = torch.nn.utils.clip_grad_norm_(backbone, cfg.grad_clip)
         head_norm = torch.nn.utils.clip_grad_norm_(list(head.parameters()), cfg.grad_clip)
@@ -282,6 +310,6 @@ def latent_rl_step(policy, head: ValueHead, actor_opt, critic_opt, questions: li
         logged["value"].append(-actor_loss.item()), logged["grad_norm"].append(norm.item())
         logged["head_grad_norm"].append(head_norm.item())
     out = {k: sum(v) / len(v) for k, v in logged.items()}
-    out.update(reward=ans.correct.mean().item(), correct=ans.correct.mean().item(),
-               thoughts=sum(ans.n_thoughts) / len(ans.n_thoughts))
+    out.update(mean_over_ranks({"reward": ans.correct.mean().item(), "correct": ans.correct.mean().item(),
+                                "thoughts": sum(ans.n_thoughts) / len(ans.n_thoughts)}))
     return out

@@ -39,6 +39,81 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def init_distributed() -> None:
+    """Join the data-parallel process group where a launcher started several processes
+    (the training loop's Accelerator does this itself; the RL stage has none)."""
+    import torch
+
+    if world_size() > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def shard(items: list, what: str) -> list:
+    """This rank's contiguous share of `items` (all of them in a plain run); the share
+    sizes must be equal, so that a mean over ranks is the mean over the items."""
+    world = world_size()
+    if len(items) % world:
+        raise ValueError(f"{what}: {len(items)} do not split evenly over {world} processes")
+    share = len(items) // world
+    return items[rank() * share: (rank() + 1) * share]
+
+
+def sum_over_ranks(value: float) -> float:
+    import torch
+
+    if world_size() == 1:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return t.item()
+
+
+def mean_over_ranks(values: dict) -> dict:
+    """Each value averaged over the ranks (every rank gets the same dict back)."""
+    return {k: sum_over_ranks(v) / world_size() for k, v in values.items()}
+
+
+def gather(obj) -> list:
+    """Every rank's `obj`, in rank order, on every rank ([obj] in a plain run)."""
+    import torch
+
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def average_gradients(model, world: int) -> None:
+    """Every rank's gradients replaced by their mean over the ranks (what DDP computes). A
+    parameter that some rank's batch reached and this one's did not counts as a zero
+    gradient here; one that no rank reached keeps no gradient (the optimizer skips it, as
+    in one process)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    reached = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    torch.distributed.all_reduce(reached)  # one call: every rank then makes the same calls
+    for p, anyone in zip(params, reached.tolist()):
+        if not anyone:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= world
+
+
+def barrier() -> None:
+    import torch
+
+    if world_size() > 1:
+        torch.distributed.barrier()
+
+
 def threads_per_job(threads: int, jobs: int) -> int:
     return max(1, threads // jobs)
 

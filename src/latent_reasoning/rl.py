@@ -48,6 +48,7 @@ from .formats import IGNORE, encode_prompt
 from .generation import generate
 from .latent import latent_forward, layout, replay_forward
 from .latent_rl import LatentRlConfig
+from .parallel import average_gradients, mean_over_ranks, rank, shard, sum_over_ranks, world_size
 from .schema import Example, same_answer
 from .tokenizer import EOT, LATENT
 
@@ -258,6 +259,15 @@ class Rollouts:
     groups: list[list[str]] | None = None  # atp: each used step group read back to text
     temperature: float = 1.0  # what the answer tokens were sampled at
 
+    def subset(self, rows: list[int]) -> "Rollouts":
+        """The record of rollouts `rows` (a data-parallel rank's share, say)."""
+        pick = lambda xs: None if xs is None else [xs[i] for i in rows]
+        rows_t = torch.tensor(rows, dtype=torch.long)
+        tensor = lambda t: None if t is None else t[rows_t]
+        return Rollouts(pick(self.examples), pick(self.prompts), pick(self.actions), pick(self.texts),
+                        pick(self.n_thoughts), tensor(self.z), tensor(self.token_logp), tensor(self.latent_logp),
+                        tensor(self.stop_logp), pick(self.groups), self.temperature)
+
 
 class _LogitRecorder(torch.nn.Module):
     """The model as `generate` sees it, keeping the last-position logits of every forward,
@@ -466,13 +476,39 @@ def kl_to(policy_logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor)
 
 
 def rl_step(policy: Policy, reference: Policy, optimizer, questions: list[Example], cfg: RlConfig, weights: dict,
-            generator: torch.Generator, step: int, decode_max_tokens: int = 24) -> dict:
+            generator: torch.Generator, step: int, decode_max_tokens: int = 24,
+            order_generator: torch.Generator | None = None) -> dict:
     """One RL step: rollouts, rewards, advantages, `epochs` passes of PPO-clip minibatch
-    updates. Returns what it logs."""
+    updates. Returns what it logs. `generator` samples the rollouts, `order_generator`
+    (default: the same) the minibatches' order.
+
+    Data parallel (N processes): `questions` is the global batch, the same on every rank;
+    each rank rolls out its own contiguous share of the questions, so every question's
+    group lies on one rank and its advantages are computed there, as in one process.
+    Each rank samples with its own `generator`; `order_generator` must be in the same
+    state on every rank (one minibatch order)."""
+    mine = shard(questions, "rl.questions")
     max_new = cfg.cot_max_new_tokens if policy.kind == "cot" else cfg.max_new_tokens
-    ro = rollout(policy, questions, cfg.group_size, cfg.temperature, max_new, generator, decode_max_tokens)
+    ro = rollout(policy, mine, cfg.group_size, cfg.temperature, max_new, generator, decode_max_tokens)
     rewards, logged = score(ro, weights)
     advantages = group_advantages(rewards, cfg.group_size)
+    if world_size() > 1:
+        logged = mean_over_ranks(logged)  # equal shares: the mean over ranks is the global mean
+    logged.update(ppo_update(policy, reference, optimizer, ro, advantages, cfg, order_generator or generator, step))
+    return logged
+
+
+def ppo_update(policy: Policy, reference: Policy, optimizer, ro: Rollouts, advantages: torch.Tensor, cfg: RlConfig,
+               generator: torch.Generator, step: int) -> dict:
+    """`epochs` passes of PPO-clip over the rollouts in minibatches of `cfg.minibatch`.
+
+    Data parallel: `ro` is this rank's share (rank r holds global rows r*R .. r*R + R - 1);
+    every rank draws the same permutation of the global rows and trains on the rows of each
+    minibatch it holds. Its loss, a mean over its actions, is weighted by its share of the
+    minibatch's actions and the gradients are averaged over the ranks, so the update is
+    the one a single process makes with every rollout."""
+    world, R = world_size(), len(ro.prompts)
+    offset = rank() * R
     old, mask = action_logps(recorded_logps(ro)), action_mask(ro)
     with torch.no_grad():
         ref = action_logps(replay(reference, ro))
@@ -481,20 +517,32 @@ def rl_step(policy: Policy, reference: Policy, optimizer, questions: list[Exampl
     policy.train(False)
     params = [p for p in policy.parameters() if p.requires_grad]
     losses, clipped, norms, kls = [], [], [], []
-    R = len(ro.prompts)
     for _ in range(cfg.epochs):
-        order = torch.randperm(R, generator=generator).tolist()
-        for start in range(0, R, cfg.minibatch):
-            rows = order[start: start + cfg.minibatch]
-            new = action_logps(replay(policy, ro, rows))
-            loss, clip_share = ppo_clip_loss(new, old[rows], advantages[rows], mask[rows], cfg.clip)
-            kl = kl_to(new, ref[rows], mask[rows])
-            if cfg.kl_coef:
-                loss = loss + cfg.kl_coef * kl
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"rl: non-finite loss at RL step {step} (minibatch at row {start})")
+        order = torch.randperm(R * world, generator=generator).tolist()
+        for start in range(0, R * world, cfg.minibatch):
+            rows = [i - offset for i in order[start: start + cfg.minibatch] if offset <= i < offset + R]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = clip_share = kl = torch.zeros(())
+            if rows:
+                new = action_logps(replay(policy, ro, rows))
+                loss, clip_share = ppo_clip_loss(new, old[rows], advantages[rows], mask[rows], cfg.clip)
+                kl = kl_to(new, ref[rows], mask[rows])
+                if cfg.kl_coef:
+                    loss = loss + cfg.kl_coef * kl
+            finite = bool(torch.isfinite(loss))
+            if world > 1:
+                # one rank's NaN stops every rank (the others would wait for it forever)
+                finite = sum_over_ranks(float(finite)) == world
+                actions = mask[rows].sum().item() if rows else 0.0
+                share = actions * world / max(sum_over_ranks(actions), 1.0)
+                loss, clip_share, kl = loss * share, clip_share * share, kl * share
+            if not finite:
+                raise FloatingPointError(f"rl: non-finite loss at RL step {step} (minibatch at row {start})")
+            if rows:
+                loss.backward()
+            if world > 1:
+                average_gradients(policy, world)
+                loss, clip_share, kl = (torch.tensor(sum_over_ranks(x.item()) / world) for x in (loss, clip_share, kl))
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             if not torch.isfinite(norm):
                 raise FloatingPointError(f"rl: non-finite gradient norm at RL step {step} (minibatch at row {start})")
@@ -502,8 +550,7 @@ def rl_step(policy: Policy, reference: Policy, optimizer, questions: list[Exampl
             losses.append(loss.item()), clipped.append(clip_share.item()), norms.append(norm.item())
             kls.append(kl.item())
     mean = lambda xs: sum(xs) / len(xs)
-    logged.update(loss=mean(losses), clip_fraction=mean(clipped), grad_norm=mean(norms), kl=mean(kls))
-    return logged
+    return dict(loss=mean(losses), clip_fraction=mean(clipped), grad_norm=mean(norms), kl=mean(kls))
 
 
 def inference_kwargs(policy: Policy) -> dict:

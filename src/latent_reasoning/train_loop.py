@@ -31,7 +31,8 @@ from tqdm import tqdm
 from .config import ConfigError, TrainConfig
 from .formats import IGNORE
 from .latent import LatentBatch
-from .parallel import is_main_process
+from .parallel import average_gradients, is_main_process
+from .resume import Checkpoint
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -82,7 +83,7 @@ class _NoLive:
     """What ranks other than 0 log to: nothing (rank 0 alone writes the DVCLive files)."""
 
     def __init__(self):
-        self.summary = {}
+        self.summary, self.step = {}, 0
 
     def log_metric(self, *args, **kwargs):
         pass
@@ -97,28 +98,12 @@ class _NoLive:
         pass
 
 
-def open_live(live_dir: str | Path) -> Live:
+def open_live(live_dir: str | Path, resume: bool = False) -> Live:
+    """The run's DVCLive folder; `resume`: continue the logs a checkpoint restored."""
     if not is_main_process():
         return _NoLive()
     # dvc.yaml owns the metrics/plots declarations (DVCLive must not rewrite it)
-    return Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
-
-
-def average_gradients(model, world: int) -> None:
-    """Every rank's gradients replaced by their mean over the ranks (what DDP computes). A
-    parameter that some rank's batch reached and this one's did not counts as a zero
-    gradient here; one that no rank reached keeps no gradient (the optimizer skips it, as
-    in one process)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    reached = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
-    torch.distributed.all_reduce(reached)  # one call: every rank then makes the same calls
-    for p, anyone in zip(params, reached.tolist()):
-        if not anyone:
-            continue
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        torch.distributed.all_reduce(p.grad)
-        p.grad /= world
+    return Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
 
 
 def n_targets(batch) -> torch.Tensor | None:
@@ -136,7 +121,7 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
           out_dir: str | Path, live_dir: str | Path | None = None, live: Live | None = None, seed: int = 0,
           loss_fn: Callable = default_loss, validate: Callable | None = None,
           save: Callable | None = None, length: Callable | None = None, optimizer=None,
-          desc: str = "train") -> dict:
+          desc: str = "train", checkpoint: Checkpoint | None = None, part: int = 0) -> dict:
     """Train `model` in place; the best (by validation accuracy) checkpoint is saved to
     `out_dir` via `save(model, out_dir)` (default: save_pretrained). Returns a summary.
 
@@ -145,7 +130,12 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
     and, to keep the optimizer's state across stages, its `optimizer`. `desc` names the
     run in the progress output (several may share one terminal). Data parallel: see the
     module's docstring; the summary is rank 0's (the others return theirs, without
-    validation)."""
+    validation).
+
+    Resume: with a `checkpoint` (resume.py) the loop writes one every
+    `checkpoint.every` steps and at its last step; if the checkpoint loaded is of this
+    `part` (a curriculum stage's index), the loop continues from it. Its `dirs` should
+    hold out_dir and the DVCLive folder."""
     out_dir = Path(out_dir)
     save = save or (lambda m, d: m.save_pretrained(d))
     accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
@@ -163,11 +153,20 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
     torch.manual_seed(seed)
 
     owns_live = live is None
-    live = live or open_live(live_dir)
-    best_acc, best_step, history = -1.0, -1, []
+    resuming = checkpoint is not None and checkpoint.resuming(part)
+    live = live or open_live(live_dir, resume=resuming)
+    best_acc, best_step, history, first = -1.0, -1, [], 0
     started = time.time()
     data = batches(train_examples, cfg.batch_size, seed, length if cfg.length_buckets else None)
-    bar = tqdm(range(cfg.max_steps), desc=desc, mininterval=5, disable=not accelerator.is_main_process)
+    if resuming:  # the state after step `first`; the batches it drew are drawn again, unused
+        meta = checkpoint.restore({"model": model}, {"optimizer": optimizer})
+        first, best_acc, best_step, history = meta["step"], meta["best_acc"], meta["best_step"], meta["history"]
+        loss, live.step = torch.tensor(meta["loss"]), meta["live_step"]
+        for _ in range(first):
+            next(data)
+        started -= meta["minutes"] * 60
+    bar = tqdm(range(first, cfg.max_steps), desc=desc, mininterval=5, disable=not accelerator.is_main_process,
+               initial=first, total=cfg.max_steps)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -226,6 +225,11 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
                     save(model, out_dir)
             accelerator.wait_for_everyone()
         live.next_step()
+        if checkpoint is not None and checkpoint.due(step + 1, last):
+            checkpoint.save(part, step + 1, {"model": model}, {"optimizer": optimizer},
+                            {"step": step + 1, "best_acc": best_acc, "best_step": best_step, "history": history,
+                             "loss": loss.item(), "live_step": live.step,
+                             "minutes": (time.time() - started) / 60})
     if validate is None:
         if accelerator.is_main_process:
             save(model, out_dir)

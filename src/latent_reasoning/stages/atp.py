@@ -23,6 +23,7 @@ from ..modeling import load_checkpoint
 from ..parallel import threads_per_job, train_variants, variant_stage_args
 from ..schema import read_jsonl
 from ..tokenizer import load_tokenizer
+from ..resume import for_run
 from ..train_loop import make_optimizer, open_live, train
 
 
@@ -52,14 +53,23 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
     train_examples = read_jsonl(Path(args.data) / "train.jsonl")
     valid = read_jsonl(Path(args.data) / "valid.jsonl")[: params.train.eval_size]
     rng = random.Random(params.base.seed)
-    live = open_live(Path(args.live_dir) / variant)
     optimizer, history = None, []
+    # a rerun after a kill continues from the last checkpoint of the same params and inputs
+    live_dir = Path(args.live_dir) / variant
+    checkpoint = for_run(params.base, f"atp/{variant}", (variant, cfg, acfg, params.train),
+                         paths=[Path(args.data) / "train.jsonl", Path(args.data) / "valid.jsonl", args.tokenizer,
+                                args.cot], dirs=[out, live_dir])
+    checkpoint.track(rng=rng, history=history)
+    checkpoint.load()
+    live = open_live(live_dir, resume=checkpoint.state is not None)
 
     def loss_fn(m, batch):
         parts = atp.atp_loss(m.main, m.heads, m.decoder, batch, cfg, kl_weight)
         return {"loss": parts.loss, "ce": parts.ce, "kl": parts.kl, "decoder": parts.decoder, "stop": parts.stop}
 
-    for stage, steps in coconut.stages("coconut", cfg):
+    for part, (stage, steps) in enumerate(coconut.stages("coconut", cfg)):
+        if checkpoint.skips(part):  # trained before the kill
+            continue
         final = stage == cfg.final_stage
         stage_cfg = coconut.stage_train_config(params.train, cfg, stage, steps)
         if cfg.reset_optimizer or optimizer is None:
@@ -88,11 +98,14 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
             model, train_examples, stage_cfg, live=live, optimizer=optimizer, out_dir=out,
             seed=params.base.seed + stage, loss_fn=loss_fn, validate=validate, save=save,
             make_batch=lambda exs, stage=stage: atp.make_batch(tokenizer, exs, variant, stage, cfg, rng),
-            length=lambda ex: len(ex.question) + 8 * len(ex.steps), desc=variant)
+            length=lambda ex: len(ex.question) + 8 * len(ex.steps), desc=variant,
+            checkpoint=checkpoint, part=part)
         history.append({"stage": stage, **summary})
         print(f"{variant}: stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
 
-    return coconut.finish_variant(variant, history, live, out)
+    summary = coconut.finish_variant(variant, history, live, out)
+    checkpoint.finish()
+    return summary
 
 
 def main():

@@ -25,6 +25,7 @@ from ..modeling import build_model, load_checkpoint
 from ..parallel import threads_per_job, train_variants, variant_stage_args
 from ..schema import read_jsonl
 from ..tokenizer import load_tokenizer
+from ..resume import for_run
 from ..train_loop import make_optimizer, open_live, train
 
 
@@ -46,10 +47,19 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
     rng = random.Random(params.base.seed)
     feedback = coconut.thought_fn(model, cfg)  # None: the hidden state itself, as the paper
     loss_fn = (lambda m, b: latent_forward(m, b, thought_fn=feedback).loss)
-    live = open_live(Path(args.live_dir) / variant)
     optimizer, history = None, []
+    # a rerun after a kill continues from the last checkpoint of the same params and inputs
+    live_dir = Path(args.live_dir) / variant
+    inputs = [Path(args.data) / "train.jsonl", Path(args.data) / "valid.jsonl", args.tokenizer]
+    checkpoint = for_run(params.base, f"coconut/{variant}", (variant, cfg, params.train, params.model),
+                         paths=inputs + ([] if variant == "pause_token" else [args.cot]), dirs=[out, live_dir])
+    checkpoint.track(rng=rng, history=history)
+    checkpoint.load()
+    live = open_live(live_dir, resume=checkpoint.state is not None)
 
-    for stage, steps in coconut.stages(variant, cfg):
+    for part, (stage, steps) in enumerate(coconut.stages(variant, cfg)):
+        if checkpoint.skips(part):  # trained before the kill
+            continue
         final = stage == cfg.final_stage
         stage_cfg = coconut.stage_train_config(params.train, cfg, stage, steps)
         if cfg.reset_optimizer or optimizer is None:
@@ -74,11 +84,13 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
             seed=params.base.seed + stage, loss_fn=loss_fn, validate=validate, save=save,
             make_batch=lambda exs, stage=stage: coconut.make_batch(tokenizer, exs, variant, stage, cfg, rng),
             length=lambda ex: len(ex.question) + 8 * len(ex.steps),
-            desc=variant)
+            desc=variant, checkpoint=checkpoint, part=part)
         history.append({"stage": stage, **summary})
         print(f"{variant}: stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
 
-    return coconut.finish_variant(variant, history, live, out)
+    summary = coconut.finish_variant(variant, history, live, out)
+    checkpoint.finish()
+    return summary
 
 
 def main():

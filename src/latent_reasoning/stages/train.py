@@ -12,6 +12,7 @@ from ..evaluation import evaluate
 from ..formats import collate, encode_examples
 from ..modeling import build_model
 from ..parallel import is_main_process
+from ..resume import for_run
 from ..schema import read_jsonl
 from ..tokenizer import load_tokenizer
 from ..train_loop import train
@@ -49,12 +50,19 @@ def main():
         m.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
 
+    # a rerun after a kill continues from the last checkpoint of the same params and inputs
+    checkpoint = for_run(params.base, args.method, (cfg, params.model),
+                         paths=[Path(args.data) / "train.jsonl", Path(args.data) / "valid.jsonl", args.tokenizer],
+                         dirs=[out, live_dir])
+    checkpoint.load()
     summary = train(model, encoded, cfg, make_batch=lambda seqs: collate(seqs, tokenizer.pad_token_id),
                     out_dir=out, live_dir=live_dir, seed=params.base.seed, validate=validate, save=save,
-                    length=lambda seq: len(seq[0]))
-    if not is_main_process():  # data parallel: rank 0 writes
+                    length=lambda seq: len(seq[0]), checkpoint=checkpoint)
+    if is_main_process():  # data parallel: rank 0 writes
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    checkpoint.finish()
+    if not is_main_process():
         return
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))
 
 
