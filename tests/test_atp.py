@@ -192,3 +192,9 @@ def test_readout_scores_stop_and_decoded_steps():
 def test_bad_params_name_the_key(tmp_path, atp_params, complaint):
     with pytest.raises(ConfigError, match=complaint):
         load_params(write_params(tmp_path / "params.yaml", atp=atp_params))
+
+
+def test_readout_compares_sentences_in_the_graph_task():
+    ex = Example("Q?", ("Tom is a wumpus.", "Every wumpus is a yumpus."), "Tom is a yumpus.", {"task": "prosqa"})
+    got = atp.readout(ex, ["Tom is a wumpus.", "Every wumpus is a gorpus."], CoconutConfig(max_latent_stage=3))
+    assert got == {"groups": 2, "stop_correct": True, "steps_exact": 1, "steps": 2}

@@ -158,5 +158,8 @@ def test_latent_tokens_start_from_the_step_marker_never_unk(texts, spelling):
 def test_latent_tokens_refuse_a_tokenizer_without_the_marker():
     tok = build_tokenizer(["Q?\n1+2=3\n### 3"])
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=16, n_head=2, n_positions=32))
-    with pytest.raises(ValueError, match="<<"):
+    with pytest.raises(ValueError, match="coconut.init_token"):
         coconut.init_latent_tokens(model, tok)
+    coconut.init_latent_tokens(model, tok, marker="Q")  # another marker the steps start with
+    emb = model.get_input_embeddings().weight
+    assert torch.equal(emb[tok.convert_tokens_to_ids(LATENT)], emb[tok.convert_tokens_to_ids("Q")])

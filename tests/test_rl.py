@@ -165,3 +165,13 @@ def test_bad_params_name_the_key(tmp_path, rl_params, complaint):
     path = write_params(tmp_path / "params.yaml", rl=rl_params)
     with pytest.raises(ConfigError, match=complaint.replace(".", r"\.")):
         load_params(path)
+
+
+def test_coherence_of_the_graph_tasks_sentences():
+    """prosqa.py's steps: a step is coherent when its concept is the next step's subject,
+    the last when the answer names its concept."""
+    groups = ["Tom is a wumpus.", "Every wumpus is a yumpus.", "Every yumpus is a zhorpus."]
+    assert rl.coherence(groups, "Tom is a zhorpus.") == 1.0
+    assert rl.coherence(groups, "Tom is a brimpus.") == 2 / 3
+    assert rl.coherence(["Tom is a wumpus.", "Every gorpus is a yumpus."], "Tom is a yumpus.") == 0.5
+    assert rl.coherence(["no sentence here"], "Tom is a yumpus.") == 0.0

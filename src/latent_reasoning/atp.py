@@ -339,11 +339,21 @@ def formulas(texts: list[str]) -> list[str]:
     return [f.replace(" ", "") for t in texts for f in FORMULA_RE.findall(t)]
 
 
+SENTENCE_RE = re.compile(r"[^.]*\.")
+
+
+def sentences(texts: list[str]) -> list[str]:
+    """The sentences ("Every wumpus is a yumpus.") in decoded group texts, in order."""
+    return [s.strip() for t in texts for s in SENTENCE_RE.findall(t) if s.strip()]
+
+
 def readout(ex: Example, decoded: list[str], cfg: CoconutConfig) -> dict:
     """Did the row stop after the right number of groups, and how many of its true steps
-    were decoded exactly (the k-th decoded formula equal to the k-th step)?"""
+    were decoded exactly (the k-th decoded formula, or sentence in the graph task, equal
+    to the k-th step)?"""
     want_groups = min(len(ex.steps), cfg.max_latent_stage)
-    got = formulas(decoded)
-    exact = sum(a == b for a, b in zip(got, formulas(list(ex.steps))))  # labels (names) not compared
+    units = sentences if (ex.meta or {}).get("task") == "prosqa" else formulas
+    got = units(decoded)
+    exact = sum(a == b for a, b in zip(got, units(list(ex.steps))))  # labels (names) not compared
     return {"groups": len(decoded), "stop_correct": len(decoded) == want_groups,
             "steps_exact": exact, "steps": len(ex.steps)}

@@ -73,6 +73,7 @@ class CoconutConfig:
     # what a thought feeds back (see thought_fn): "hidden", the last hidden state (the
     # paper), or "soft_token", the output head's distribution as a mix of token embeddings
     thought_feedback: str = "hidden"
+    init_token: str = "<<"  # the latent tokens' embeddings start as this token's (a step's first)
 
     def __post_init__(self):
         if self.c_thought < 1 or self.max_latent_stage < 1:
@@ -143,20 +144,22 @@ def finish_variant(variant: str, history: list[dict], live, out: Path) -> dict:
     return summary
 
 
-def init_latent_tokens(model, tokenizer) -> None:
-    """The latent-reasoning special tokens start from the embedding of "<<", the token a
-    step starts with (the reference meant to do this, but a bug made it a no-op until Aug
-    2025). A pretrained tokenizer may split "<<": its first piece is taken. Our word-level
-    tokenizer knows " <<" alone when every step follows a word (step-named data), so that
-    spelling is tried next; a marker the tokenizer cannot spell is an error, never <unk>."""
+def init_latent_tokens(model, tokenizer, marker: str = "<<") -> None:
+    """The latent-reasoning special tokens start from the embedding of `marker`
+    (coconut.init_token), the token a step starts with: "<<" for formulas (the reference
+    meant to do this, but a bug made it a no-op until Aug 2025). A pretrained tokenizer
+    may split it: its first piece is taken. Our word-level tokenizer knows " <<" alone when
+    every step follows a word (step-named data), so the spelling with a leading space is
+    tried next; a marker the tokenizer cannot spell is an error, never <unk>."""
     emb = model.get_input_embeddings().weight
     unk = tokenizer.unk_token_id
-    for spelling in ("<<", " <<"):
+    for spelling in (marker, " " + marker):
         first = tokenizer(spelling, add_special_tokens=False)["input_ids"][0]
         if unk is None or first != unk:
             break
     else:
-        raise ValueError('init_latent_tokens: the tokenizer spells neither "<<" nor " <<" (both <unk>)')
+        raise ValueError(f'init_latent_tokens: the tokenizer spells neither "{marker}" nor " {marker}" (both <unk>): '
+                         "set coconut.init_token to a token the steps start with")
     with torch.no_grad():
         start = emb[first].clone()
         for tok in LATENT_TOKENS:

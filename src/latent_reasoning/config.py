@@ -17,6 +17,7 @@ import yaml
 from .atp import VARIANTS as ATP_VARIANTS, AtpConfig
 from .coconut import VARIANTS as COCONUT_VARIANTS, CoconutConfig
 from .generator import GeneratorConfig
+from .prosqa import ProsqaConfig
 from .rl import RUNS as RL_RUNS, RlConfig
 
 # every method the pipeline knows: the SFT baselines (train stage), Coconut and its
@@ -47,11 +48,12 @@ class BaseConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    # "generator": the built-in word-problem generator. Otherwise `files` maps split
-    # names (train, valid, test_gsm, test_svamp, ...) to local files or hub dataset ids.
+    # "generator": the built-in word-problem generator; "prosqa": the graph task's generator
+    # (prosqa.py: train, valid, test_prosqa). Otherwise `files` maps split names (train,
+    # valid, test_gsm, test_svamp, ...) to local files or hub dataset ids.
     source: str = "generator"
     files: dict = field(default_factory=dict)
-    format: str = "auto"  # auto | icot | gsm8k | json | hub (see loaders.py)
+    format: str = "auto"  # auto | icot | gsm8k | json | hub | prosqa | prontoqa (see loaders.py)
     skip_invalid: bool = False  # skip malformed rows (they are reported) instead of failing
     train_size: int = 60_000
     valid_size: int = 300
@@ -61,10 +63,11 @@ class DataConfig:
     longer_steps: tuple = (5, 6)
     hard_factor: tuple = (10, 12)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    prosqa: ProsqaConfig = field(default_factory=ProsqaConfig)  # data.source: prosqa
 
     def __post_init__(self):
-        if self.source not in ("generator", "files"):
-            raise ConfigError(f"data.source must be 'generator' or 'files', got {self.source!r}")
+        if self.source not in ("generator", "prosqa", "files"):
+            raise ConfigError(f"data.source must be 'generator', 'prosqa' or 'files', got {self.source!r}")
         if self.source == "files" and "train" not in self.files:
             raise ConfigError("data.files needs at least a 'train' entry when data.source is 'files'")
         for name in ("train_size", "valid_size", "test_size"):

@@ -14,6 +14,8 @@ Formats (``fmt``):
   ``schema.write_jsonl`` are of this kind.
 * ``"hub"``   -- a Hugging Face dataset id, loaded with ``datasets.load_dataset``; rows as
   for ``"json"``.
+* ``"prosqa"``, ``"prontoqa"`` -- the graph task's JSON files (the released ProsQA, with its
+  graph; ProntoQA as the Coconut repo converts it), read by prosqa.py: sentence steps.
 * ``"auto"``  -- ``.txt`` is icot; ``.json``/``.jsonl`` is json or gsm8k, told apart by the
   first row that decodes to an object; a source that is not an existing path is a hub id.
 
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from .schema import DataError, Example, same_answer, step_result, validate_row
 
-FORMATS = ("auto", "icot", "gsm8k", "json", "hub")
+FORMATS = ("auto", "icot", "gsm8k", "json", "hub", "prosqa", "prontoqa")
 FILE_EXTENSIONS = (".txt", ".json", ".jsonl")
 
 # one <<...>> chunk; whether it is a proper formula is schema.STEP_RE's call (validate_row)
@@ -60,6 +62,11 @@ def load_examples(source: str, fmt: str = "auto", split: str | None = None,
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     source = os.fspath(source)
+    if fmt in ("prosqa", "prontoqa"):  # the graph task's files (prosqa.py): sentence steps
+        from . import prosqa
+
+        examples = (prosqa.load_prosqa if fmt == "prosqa" else prosqa.load_prontoqa)(source)
+        return LoadResult(examples if limit is None else examples[:limit], [])
     if fmt == "auto":
         fmt = _detect_format(source)
     if fmt == "hub":
@@ -106,7 +113,8 @@ def dataset_stats(examples: list[Example]) -> dict:
         "mean_question_words": sum(len(ex.question.split()) for ex in examples) / n if n else 0.0,
         "no_steps": n_steps.get(0, 0),
         "last_step_mismatch": sum(
-            1 for ex in examples if ex.steps and not same_answer(step_result(ex.steps[-1]), ex.answer)
+            1 for ex in examples if ex.steps and (ex.meta or {}).get("task") != "prosqa"
+            and not same_answer(step_result(ex.steps[-1]), ex.answer)
         ),
     }
     variations = Counter((ex.meta or {}).get("variation", "none") for ex in examples)

@@ -18,7 +18,8 @@ breadth-first search checks it).
 
 Loaders: the released ProsQA JSON (question, steps, answer, idx_to_symbol, edges, root,
 target, neg_target) and ProntoQA as the Coconut repo converts it (question, steps,
-answer). A malformed item is a DataError naming the file and the item.
+answer). A malformed item is a DataError naming the file and the item. Every example
+carries meta.task "prosqa": its steps are sentences, not formulas (schema.py).
 
 The paper's ProsQA (Hao et al. 2024, Table 1 and its appendix): about 23 nodes, 36
 edges, shortest path 3.8 on average, 1.6 shortest paths per problem, 3-6 steps.
@@ -115,7 +116,7 @@ def to_example(symbols: list[str], edges, root: int, target: int, neg_target: in
     first, second = (target, neg_target) if order or order is None else (neg_target, target)
     question = " ".join(facts) + f" Is {symbols[root]} a {symbols[first]} or a {symbols[second]}?"
     steps = tuple(render_edge(symbols, a, b, root) for a, b in zip(path, path[1:]))
-    meta = {"idx_to_symbol": list(symbols), "edges": [list(e) for e in edges], "root": root, "target": target,
+    meta = {"task": "prosqa", "idx_to_symbol": list(symbols), "edges": [list(e) for e in edges], "root": root, "target": target,
             "neg_target": neg_target, "path": list(path)}
     return Example(question, steps, f"{symbols[root]} is a {symbols[target]}.", meta)
 
@@ -249,7 +250,7 @@ def load_prosqa(path: str | Path) -> list[Example]:
         dist = distances(n, edges, row["root"])
         if dist[row["target"]] is None or dist[row["neg_target"]] is not None:
             raise DataError(f"{where}: the target must be reachable from the root and the negative target not")
-        meta = {k: row[k] for k in ("idx_to_symbol", "edges", "root", "target", "neg_target")}
+        meta = {"task": "prosqa", **{k: row[k] for k in ("idx_to_symbol", "edges", "root", "target", "neg_target")}}
         examples.append(Example(row["question"].strip(), tuple(s.strip() for s in row["steps"]),
                                 row["answer"].strip(), meta))
     return examples
@@ -261,5 +262,5 @@ def load_prontoqa(path: str | Path) -> list[Example]:
     for i, row in enumerate(_rows(path)):
         _item(f"{path}: item {i}", row, ("question", "steps", "answer"))
         examples.append(Example(row["question"].strip(), tuple(s.strip() for s in row["steps"]),
-                                row["answer"].strip()))
+                                row["answer"].strip(), {"task": "prosqa"}))  # sentence steps (schema.py)
     return examples

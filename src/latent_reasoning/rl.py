@@ -142,6 +142,8 @@ def run_weights(run: str, cfg: RlConfig) -> dict:
 
 FORMULA_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
+# a step of the graph task (prosqa.py): "Every wumpus is a yumpus." / "Tom is a wumpus."
+SENTENCE_RE = re.compile(r"(?:Every )?([A-Za-z]+) is an? ([A-Za-z]+)\.")
 
 
 def _number(text: str) -> float | None:
@@ -152,15 +154,17 @@ def _number(text: str) -> float | None:
         return None
 
 
-def decoded_steps(groups: list[str]) -> list[tuple[list[float], float | None]]:
+def decoded_steps(groups: list[str]) -> list[tuple[list, float | str | None]]:
     """(operands, result) of every step read back, in order. A group may hold several
     formulas (the last group takes the steps past the last slot); a group with none is one
-    step with no operands and no result."""
+    step with no operands and no result. The graph task's sentences: "Every A is a B."
+    uses A and gives B (concept names, compared as words)."""
     steps = []
     for text in groups:
         found = FORMULA_RE.findall(text)
         if not found:
-            steps.append(([], None))
+            said = SENTENCE_RE.findall(text)
+            steps.extend([([a], b) for a, b in said] or [([], None)])
         for lhs, rhs in found:
             steps.append(([float(n) for n in NUMBER_RE.findall(lhs)], _number(rhs)))
     return steps
@@ -178,7 +182,9 @@ def coherence(groups: list[str], predicted: str | None) -> float:
     for i, (_, result) in enumerate(steps):
         if result is None:
             continue
-        if i == len(steps) - 1:
+        if i == len(steps) - 1 and isinstance(result, str):  # the answer names the last concept
+            coherent += predicted is not None and any(b == result for _, b in SENTENCE_RE.findall(predicted))
+        elif i == len(steps) - 1:
             coherent += predicted is not None and same_answer(predicted, format(result, "g"))
         else:
             coherent += any(result in operands for operands, _ in steps[i + 1:])

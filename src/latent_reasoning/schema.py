@@ -3,9 +3,11 @@
     {"question": str, "steps": [str, ...], "answer": str}
 
 Each step is a formula in the GSM8k-Aug style, ``<<16-3-4=9>>``, optionally after a
-label that says what it computes (the generator's steps name the person: ``Kim <<17-8=9>>``;
-real GSM8k-Aug rows have none). Structure is checked strictly (types, non-empty question
-and answer, every step one ``<<lhs=rhs>>`` formula with at most a label before it);
+label that says what it computes (the generator's steps can name the person:
+``Kim <<17-8=9>>``; real GSM8k-Aug rows have none). In a row of the graph task
+(``meta.task: "prosqa"``, prosqa.py) a step is one sentence instead ("Every wumpus is a
+yumpus."). Structure is checked strictly (types, non-empty question and answer, every
+step one ``<<lhs=rhs>>`` formula with at most a label before it, or one line);
 content is taken as the data has it: real GSM8k-Aug has rows with no
 steps and rows whose last step disagrees with the answer, and those load (the
 statistics count them).
@@ -85,11 +87,15 @@ def validate_row(row, where: str) -> Example:
         raise DataError(f"{where}: 'answer' must be a non-empty string")
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise DataError(f"{where}: 'steps' must be a list of strings")
+    meta = row.get("meta") or {}
+    sentences = isinstance(meta, dict) and meta.get("task") == "prosqa"
     for i, step in enumerate(steps):
-        if not STEP_RE.match(step.strip()):
+        if sentences:
+            if not step.strip() or "\n" in step:
+                raise DataError(f"{where}: step {i} {step!r} must be one non-empty line")
+        elif not STEP_RE.match(step.strip()):
             raise DataError(f"{where}: step {i} {step!r} is not a <<expression=result>> formula "
                             "(a label before it is allowed, nothing after it)")
-    meta = row.get("meta") or {}
     return Example(question.strip(), tuple(s.strip() for s in steps), answer.strip(), meta)
 
 

@@ -44,7 +44,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
 
     tokenizer = load_tokenizer(args.tokenizer)
     main = load_checkpoint(args.cot, "the CoT-SFT model (models/cot)")
-    coconut.init_latent_tokens(main, tokenizer)
+    coconut.init_latent_tokens(main, tokenizer, cfg.init_token)
     decoder = load_checkpoint(args.cot, "the CoT-SFT model (models/cot)")
     heads = atp.AtpHeads(main.config.hidden_size, vae=atp.uses_vae(variant), stop=atp.uses_stop(variant))
     model = AtpModel(main, heads, decoder)

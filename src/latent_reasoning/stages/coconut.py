@@ -41,7 +41,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
         model = build_model(params.model, tokenizer, seed=params.base.seed)
     else:
         model = load_checkpoint(args.cot, "the CoT-SFT model (models/cot)")
-        coconut.init_latent_tokens(model, tokenizer)
+        coconut.init_latent_tokens(model, tokenizer, cfg.init_token)
     train_examples = read_jsonl(Path(args.data) / "train.jsonl")
     valid = read_jsonl(Path(args.data) / "valid.jsonl")[: params.train.eval_size]
     rng = random.Random(params.base.seed)

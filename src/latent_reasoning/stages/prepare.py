@@ -1,6 +1,7 @@
 """Stage `prepare`: write every split in our schema to data/prepared/, with statistics.
 
 Default source: the built-in generator (train, valid and the five test sets). With
+data.source = prosqa, the graph task's generator (prosqa.py: train, valid, test_prosqa). With
 data.source = files, each entry of data.files (train, valid, test_<name>) is loaded
 through loaders.py; a missing valid split is carved off the end of train.
 """
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 
 from ..config import load_params
+from .. import prosqa
 from ..generator import SplitSizes, generate_splits
 from ..loaders import dataset_stats, load_examples
 from ..schema import write_jsonl
@@ -48,6 +50,10 @@ def main():
                                  multiarith_steps=data.multiarith_steps, longer_steps=data.longer_steps,
                                  hard_factor=data.hard_factor)
         skipped = {}
+    elif data.source == "prosqa":
+        splits = prosqa.generate_splits(params.base.seed, data.prosqa, {
+            "train": data.train_size, "valid": data.valid_size, "test_prosqa": data.test_size})
+        skipped = {}
     else:
         splits, skipped = load_files(data)
 
@@ -62,6 +68,8 @@ def main():
         print(f"{name}: {stats[name]['count']} examples, steps {stats[name]['steps_histogram']}")
     if skipped:
         stats["skipped"] = skipped
+    if data.source == "prosqa":  # the graph statistics the Coconut paper gives for ProsQA
+        stats["graphs"] = {name: prosqa.statistics(examples) for name, examples in splits.items()}
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
 
 
