@@ -151,3 +151,23 @@ def test_concept_names_are_distinct_and_seeded():
     assert all(n.isalpha() and n.islower() for n in names)
     with pytest.raises(ValueError, match="at most"):
         prosqa.concept_names(10**6)
+
+
+@pytest.mark.parametrize("reasoning, expected", [
+    ("Tom is a wumpus. Every wumpus is a yumpus.", "correct_path"),
+    ("Tom is a rempus. Every rempus is a wumpus. Every wumpus is a yumpus.", "longer_path"),
+    ("Tom is a wumpus. Every wumpus is a gorpus.", "hallucination"),   # not an edge
+    ("Tom is a wumpus. Every wumpus is a blimpus.", "hallucination"),  # not a concept of the graph
+    ("Tom is a wumpus. Every yumpus is a wumpus.", "hallucination"),   # does not chain
+    ("Tom is a rempus.", "wrong_target"),
+    ("", "no_path"),
+])
+def test_path_classes_of_generated_reasoning(reasoning, expected):
+    meta = {"idx_to_symbol": ["Tom", "wumpus", "yumpus", "rempus", "gorpus"], "root": 0, "target": 2,
+            "edges": [[0, 1], [1, 2], [0, 3], [3, 1], [3, 4]]}
+    assert prosqa.path_class(reasoning, meta) == expected
+
+
+def test_every_generated_path_is_classed_correct(splits):
+    for ex in splits["test"]:
+        assert prosqa.path_class(" ".join(ex.steps), ex.meta) == "correct_path"

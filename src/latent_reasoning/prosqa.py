@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,3 +265,50 @@ def load_prontoqa(path: str | Path) -> list[Example]:
         examples.append(Example(row["question"].strip(), tuple(s.strip() for s in row["steps"]),
                                 row["answer"].strip(), {"task": "prosqa"}))  # sentence steps (schema.py)
     return examples
+
+
+# ------------------------------------------------------------------------- analyses
+
+PATH_CLASSES = ("correct_path", "longer_path", "hallucination", "wrong_target", "no_path")
+_SENTENCE_RE = re.compile(r"^(?:Every )?([A-Za-z]+) is an? ([A-Za-z]+)$")
+
+
+def parse_steps(text: str, symbols: list[str], root: int) -> list[tuple[int, int]] | None:
+    """The edges a generated reasoning text states, in order ("X is a p." / "Every p is a
+    q."), as node indices; None when a sentence names something that is not a node of
+    this graph (a made-up concept) or is not of that form."""
+    index = {s: i for i, s in enumerate(symbols)}
+    edges = []
+    for sentence in (s.strip() for s in text.split(".")):
+        if not sentence:
+            continue
+        m = _SENTENCE_RE.match(sentence)
+        if m is None or m.group(1) not in index or m.group(2) not in index:
+            return None
+        a, b = index[m.group(1)], index[m.group(2)]
+        if sentence.startswith("Every ") == (a == root):  # "Every <entity>" or "<concept> is a": malformed
+            return None
+        edges.append((a, b))
+    return edges
+
+
+def path_class(reasoning: str, meta: dict) -> str:
+    """The Coconut paper's classes of a generated reasoning path (its Figure on ProsQA):
+    correct_path (a shortest path from the root to the target, every step an edge of the
+    graph), longer_path (a valid path to the target, not a shortest one), hallucination
+    (a step that is not an edge of the graph, or names a concept not in it), wrong_target
+    (a valid path that ends at another node), no_path (no step at all)."""
+    symbols, root, target = meta["idx_to_symbol"], meta["root"], meta["target"]
+    stated = parse_steps(reasoning, symbols, root)
+    if stated is None:
+        return "hallucination"
+    if not stated:
+        return "no_path"
+    edges = {tuple(e) for e in meta["edges"]}
+    if any(e not in edges for e in stated) or stated[0][0] != root or any(
+            a[1] != b[0] for a, b in zip(stated, stated[1:])):
+        return "hallucination"  # a made-up edge, or steps that do not chain from the root
+    if stated[-1][1] != target:
+        return "wrong_target"
+    shortest = distances(len(symbols), meta["edges"], root)[target]
+    return "correct_path" if len(stated) == shortest else "longer_path"
