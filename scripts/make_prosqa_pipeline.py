@@ -47,9 +47,22 @@ def stage(name: str, body: dict) -> dict:
     return inner
 
 
+# the graph task's own stage: the Coconut paper's analyses (path classes, latent-BFS probe)
+ANALYZE = {
+    "cmd": "python -m latent_reasoning.stages.analyze_prosqa --out-dir ../reports/prosqa",
+    "deps": ["data/prepared", "models/cot", "models/coconut"]
+            + [f"../src/latent_reasoning/{f}.py" for f in ("prosqa", "coconut", "latent", "evaluation", "generation",
+                                                          "modeling", "config", "stages/analyze_prosqa")],
+    "params": ["base.threads", "evaluate", "coconut"],
+    "metrics": [{"../reports/prosqa/analysis.json": {"cache": False}}],
+    "outs": [{"../reports/prosqa/analysis.md": {"cache": False}}],
+}
+
+
 def pipeline() -> str:
     root = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     out = {"stages": {name: stage(name, body) for name, body in root["stages"].items()}}
+    out["stages"]["analyze"] = ANALYZE
     return HEADER + yaml.safe_dump(out, sort_keys=False, width=120)
 
 

@@ -58,5 +58,11 @@ def test_dvc_repro_of_the_prosqa_pipeline(tmp_path):
     stats = json.loads((repo / "prosqa" / "data" / "prepared" / "stats.json").read_text())
     assert 3 <= stats["graphs"]["train"]["shortest_path"] <= 4
     assert "ProsQA" in (repo / "reports" / "prosqa" / "results.md").read_text()  # the paper's column
+    # the paper's analyses: path classes (CoT, Coconut after k thoughts) and the latent-BFS probe
+    analysis = json.loads((repo / "reports" / "prosqa" / "analysis.json").read_text())
+    k_max = params["coconut"]["c_thought"] * params["coconut"]["max_latent_stage"]
+    assert set(analysis["coconut"]) == set(analysis["probe"]) == {str(k) for k in range(k_max + 1)}
+    assert abs(sum(analysis["cot"].values()) - 1) < 1e-9
+    assert all(0 <= p["frontier_value_mass"] <= 1 + 1e-6 for p in analysis["probe"].values())
     # the default pipeline's outputs are untouched
     assert not (repo / "reports" / "metrics.json").exists() and not (repo / "data" / "prepared").exists()
