@@ -70,3 +70,40 @@ def test_threads_per_job():
     assert threads_per_job(2, 1) == 2
     assert threads_per_job(2, 2) == 1
     assert threads_per_job(2, 5) == 1  # more jobs than cores: one thread each
+
+
+def test_jobs_end_when_the_stage_process_is_killed(tmp_path):
+    """A SIGKILLed stage leaves no job running (it would go on writing its checkpoint)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from latent_reasoning.parallel import run_jobs\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from job import work\n"
+        "if __name__ == '__main__':\n"
+        "    run_jobs(work, [0, 1], jobs=2)\n")
+    (tmp_path / "job.py").write_text(
+        "import os, time\n"
+        "def work(i):\n"
+        f"    open(os.path.join({str(tmp_path)!r}, f'pid{{i}}'), 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)])
+    pids = [tmp_path / "pid0", tmp_path / "pid1"]
+    deadline = time.time() + 60
+    while not all(p.exists() and p.read_text() for p in pids) and time.time() < deadline:
+        time.sleep(0.05)
+    children = [int(p.read_text()) for p in pids]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(os.path.exists(f"/proc/{c}") and
+                                         "zombie" not in open(f"/proc/{c}/status").read().lower()
+                                         for c in children):
+        time.sleep(0.05)
+    alive = [c for c in children if os.path.exists(f"/proc/{c}")
+             and "zombie" not in open(f"/proc/{c}/status").read().lower()]
+    assert not alive, f"jobs still running after their stage was killed: {alive}"

@@ -174,7 +174,24 @@ def run_jobs(worker: Callable, tasks: list, jobs: int) -> list:
     return [results[i] for i in range(len(tasks))]
 
 
+def _die_with_parent() -> None:
+    """End this job's process when the stage's process ends, even killed (SIGKILL, out of
+    memory): an orphan would go on training and writing its resume checkpoint beside the
+    rerun's. Linux only (prctl PR_SET_PDEATHSIG); elsewhere daemon processes end with a
+    parent that exits normally."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before that call
+            os._exit(1)
+
+
 def _run_job(worker, task, writer):  # runs in the child process
+    _die_with_parent()
     text = ""  # the task's traceback, if it raised
     try:
         outcome = (True, worker(task))
