@@ -219,8 +219,9 @@ def test_realize_reorder_keeps_steps():
 ASKED_RE = re.compile(r"How many \w+ (?:does (\w+) have|do (\w+) and (\w+) have together)\?$")
 
 
-def test_each_step_names_the_person_it_computes_and_the_last_one_is_asked_about(splits):
+def test_each_step_names_the_person_it_computes_and_the_last_one_is_asked_about():
     # a fact "X has ... than Y." makes X's count from Y's: the steps walk that chain by name
+    splits = generate_splits(0, GeneratorConfig(step_names=True), SIZES)
     for name, examples in splits.items():
         for ex in examples:
             sources = dict(re.findall(r"(\w+) has [^.]*? (?:than|as many as) (\w+)\.", ex.question))
@@ -238,7 +239,7 @@ def test_each_step_names_the_person_it_computes_and_the_last_one_is_asked_about(
 
 def test_step_names_off_gives_bare_formulas():
     cfg = GeneratorConfig(step_names=False)
-    named = generate_splits(3, GeneratorConfig(), SplitSizes(200, 10, 20))
+    named = generate_splits(3, GeneratorConfig(step_names=True), SplitSizes(200, 10, 20))
     bare = generate_splits(3, cfg, SplitSizes(200, 10, 20))
     for split in named:
         for a, b in zip(named[split], bare[split]):

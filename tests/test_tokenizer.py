@@ -27,9 +27,9 @@ def test_round_trip_on_every_split(tokenizer, data):
 def test_numbers_are_whole_tokens_and_large_numbers_still_representable(tokenizer):
     for n in ("0", "7", "42", "999"):
         assert tokenizer.tokenize(n) == [n]
-    # a generated step names its person: the formula's "<<" comes with the space before it
-    assert tokenizer.tokenize("Kim <<12+5=17>>") == ["Kim", " <<", "12", "+", "5", "=", "17", ">>"]
-    big = "Kim <<1265-207=1058>> 100005"
+    # a bare-formula step (the default data) starts a line with "<<"
+    assert tokenizer.tokenize("<<12+5=17>>") == ["<<", "12", "+", "5", "=", "17", ">>"]
+    big = "<<1265-207=1058>> 100005"
     ids = tokenizer(big)["input_ids"]
     assert tokenizer.unk_token_id not in ids and tokenizer.decode(ids) == big
     # a number's leading space is its own token: "12" is one token in question and formula
@@ -66,3 +66,10 @@ def test_training_sequence_masks_the_prompt(tokenizer, data):
     assert target_text(ex, "nocot") == f"### {ex.answer}"
     with pytest.raises(ValueError, match="method"):
         target_text(ex, "bogus")
+
+
+def test_step_named_formulas_keep_their_space_before_the_marker():
+    named = generate_splits(3, GeneratorConfig(step_names=True), SplitSizes(300, 10, 10))
+    tok = build_tokenizer(prompt_text(ex) + target_text(ex, "cot") for ex in named["train"])
+    # a step that names its person: the formula's "<<" comes with the space before it
+    assert tok.tokenize("Kim <<12+5=17>>") == ["Kim", " <<", "12", "+", "5", "=", "17", ">>"]

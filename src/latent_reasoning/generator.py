@@ -69,9 +69,9 @@ class GeneratorConfig:
     # training problems carrying exactly one SVAMP variation (reordered facts, an
     # irrelevant sentence, a question about an intermediate quantity); svamp combines them
     variation_prob: float = 0.3
-    # each step after the name of the person it computes ("Cal <<17*3=51>>"); false: bare
-    # formulas, as GSM8k-Aug's
-    step_names: bool = True
+    # each step after the name of the person it computes ("Cal <<17*3=51>>"); false (the
+    # default, as params.yaml's): bare formulas, as GSM8k-Aug's
+    step_names: bool = False
 
     def __post_init__(self):
         if not (0 < self.start_min <= self.value_max):
