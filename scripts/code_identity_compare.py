@@ -1,3 +1,5 @@
+"""Compare the two sides scripts/code_identity.sh wrote (record: reports/experiments/code_identity/)."""
+
 import filecmp
 import json
 from pathlib import Path

@@ -2,7 +2,10 @@
 # Do the code at 41adcb4 (the full rerun's) and at HEAD compute the same? Short runs of every
 # training stage from the rerun's data, tokenizer and CoT model, and evaluations of the
 # rerun's final models; outputs compared byte for byte (weights) by compare.py.
+# Record: reports/experiments/code_identity/ (its output in compare_output.txt).
+#   bash scripts/code_identity.sh   (R: the full run's clone; the old code in a worktree at /work/old)
 set -e
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 R=/work/rerun
 T=/work/trials/identity
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1 OMP_NUM_THREADS=1
@@ -41,4 +44,4 @@ from latent_reasoning.inference import default_model_dir; print(default_model_di
 side old /work/old/src /work/old/params.yaml &
 side new /work/main/src /work/main/params.yaml &
 wait
-python $T/compare.py
+python $SCRIPTS/code_identity_compare.py
