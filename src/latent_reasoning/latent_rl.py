@@ -40,7 +40,8 @@ from torch import nn
 from . import coconut
 from .evaluation import evaluate
 from .latent import latent_forward, layout, replay_forward
-from .parallel import average_gradients, gather, mean_over_ranks, rank, shard, sum_over_ranks, world_size
+from .parallel import (average_gradients, finite_on_every_rank, gather, mean_over_ranks, rank, rank_share, shard,
+                       sum_over_ranks, world_size)
 from .schema import Example
 from .tokenizer import EOT, LATENT
 
@@ -285,11 +286,9 @@ def latent_rl_step(policy, head: ValueHead, actor_opt, critic_opt, questions: li
             actor_loss, critic_loss = actor_critic_losses(head, states, mask, ans.correct[rows], pos_weight,
                                                           lcfg.critic_backbone)
         loss = actor_loss + critic_loss
-        finite = bool(torch.isfinite(loss))
-        if world > 1:  # both losses are means over the latent positions: weight by this rank's share
-            finite = sum_over_ranks(float(finite)) == world
-            positions = float(sum(ans.n_thoughts[i] for i in rows))
-            share = positions * world / max(sum_over_ranks(positions), 1.0)
+        finite = finite_on_every_rank(loss)
+        if world > 1:  # both losses are means over this rank's latent positions
+            share = rank_share(float(sum(ans.n_thoughts[i] for i in rows)))
             actor_loss, critic_loss, loss = actor_loss * share, critic_loss * share, loss * share
         if not finite:
             raise FloatingPointError(f"latent_rl: non-finite loss at RL step {step} (minibatch at row {start})")

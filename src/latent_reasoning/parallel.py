@@ -72,6 +72,22 @@ def sum_over_ranks(value: float) -> float:
     return t.item()
 
 
+def finite_on_every_rank(value) -> bool:
+    """Whether `value` (a loss) is finite on every rank: one rank's NaN must stop them all,
+    or the others would wait for it forever at the next all-reduce."""
+    import torch
+
+    finite = bool(torch.isfinite(value).all())
+    return finite if world_size() == 1 else sum_over_ranks(float(finite)) == world_size()
+
+
+def rank_share(count: float) -> float:
+    """The weight of this rank's loss when it is a mean over its `count` items (tokens,
+    actions, positions): its share of every rank's items, times N. average_gradients then
+    takes the mean over the ranks, which makes it the mean over all the items."""
+    return count * world_size() / max(sum_over_ranks(count), 1.0)
+
+
 def mean_over_ranks(values: dict) -> dict:
     """Each value averaged over the ranks (every rank gets the same dict back)."""
     return {k: sum_over_ranks(v) / world_size() for k, v in values.items()}

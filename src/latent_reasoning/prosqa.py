@@ -270,7 +270,8 @@ def load_prontoqa(path: str | Path) -> list[Example]:
 # ------------------------------------------------------------------------- analyses
 
 PATH_CLASSES = ("correct_path", "longer_path", "hallucination", "wrong_target", "no_path")
-_SENTENCE_RE = re.compile(r"^(?:Every )?([A-Za-z]+) is an? ([A-Za-z]+)$")
+# one step: "Every wumpus is a yumpus." (subject, object) / "Tom is a wumpus." (the entity's)
+SENTENCE_RE = re.compile(r"(?:Every )?([A-Za-z]+) is an? ([A-Za-z]+)\.")
 
 
 def parse_steps(text: str, symbols: list[str], root: int) -> list[tuple[int, int]] | None:
@@ -282,7 +283,7 @@ def parse_steps(text: str, symbols: list[str], root: int) -> list[tuple[int, int
     for sentence in (s.strip() for s in text.split(".")):
         if not sentence:
             continue
-        m = _SENTENCE_RE.match(sentence)
+        m = SENTENCE_RE.fullmatch(sentence + ".")
         if m is None or m.group(1) not in index or m.group(2) not in index:
             return None
         a, b = index[m.group(1)], index[m.group(2)]

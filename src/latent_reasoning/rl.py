@@ -48,7 +48,9 @@ from .formats import IGNORE, encode_prompt
 from .generation import generate
 from .latent import latent_forward, layout, replay_forward
 from .latent_rl import LatentRlConfig
-from .parallel import average_gradients, mean_over_ranks, rank, shard, sum_over_ranks, world_size
+from .parallel import (average_gradients, finite_on_every_rank, mean_over_ranks, rank, rank_share, shard,
+                       sum_over_ranks, world_size)
+from .prosqa import SENTENCE_RE  # a step of the graph task: "Every wumpus is a yumpus."
 from .schema import Example, same_answer
 from .tokenizer import EOT, LATENT
 
@@ -142,8 +144,6 @@ def run_weights(run: str, cfg: RlConfig) -> dict:
 
 FORMULA_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
-# a step of the graph task (prosqa.py): "Every wumpus is a yumpus." / "Tom is a wumpus."
-SENTENCE_RE = re.compile(r"(?:Every )?([A-Za-z]+) is an? ([A-Za-z]+)\.")
 
 
 def _number(text: str) -> float | None:
@@ -535,12 +535,9 @@ def ppo_update(policy: Policy, reference: Policy, optimizer, ro: Rollouts, advan
                 kl = kl_to(new, ref[rows], mask[rows])
                 if cfg.kl_coef:
                     loss = loss + cfg.kl_coef * kl
-            finite = bool(torch.isfinite(loss))
-            if world > 1:
-                # one rank's NaN stops every rank (the others would wait for it forever)
-                finite = sum_over_ranks(float(finite)) == world
-                actions = mask[rows].sum().item() if rows else 0.0
-                share = actions * world / max(sum_over_ranks(actions), 1.0)
+            finite = finite_on_every_rank(loss)
+            if world > 1:  # each a mean over this rank's actions of the minibatch
+                share = rank_share(mask[rows].sum().item() if rows else 0.0)
                 loss, clip_share, kl = loss * share, clip_share * share, kl * share
             if not finite:
                 raise FloatingPointError(f"rl: non-finite loss at RL step {step} (minibatch at row {start})")

@@ -8,9 +8,10 @@ Accelerate places everything (CPU here, a GPU where there is one).
 
 Data parallel: under `accelerate launch --num_processes N` (or torchrun) `cfg.batch_size` is
 the global batch. Every rank draws the same global batches (the same seeded generator) and
-trains on its own slice of each, batch_size / N rows; DDP averages the gradients. Where the
-loss is a mean over target tokens (SFT, Coconut: `n_targets`), each rank's loss is
-weighted by its share of the global batch's targets, so that N ranks compute the same
+trains on its own slice of each, batch_size / N rows; the gradients are averaged over the
+ranks after backward (parallel.average_gradients, as DDP would). Where the loss is a mean
+over target tokens (SFT, Coconut: `n_targets`), each rank's loss is weighted by its share
+of the global batch's targets (parallel.rank_share), so that N ranks compute the same
 update as one process with the whole batch. Rank 0 alone validates, saves and logs; the
 others wait for it.
 """
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from .config import ConfigError, TrainConfig
 from .formats import IGNORE
 from .latent import LatentBatch
-from .parallel import average_gradients, is_main_process
+from .parallel import average_gradients, finite_on_every_rank, is_main_process, rank_share
 from .resume import Checkpoint
 
 
@@ -183,15 +184,12 @@ def train(model, train_examples: list, cfg: TrainConfig, *, make_batch: Callable
             loss = loss["loss"]
         scale = 1.0
         if world > 1:
-            # average_gradients takes the mean over the ranks: weighting each rank's token
-            # mean by its share of the global batch's targets makes that the global token mean
+            # a token mean (SFT, Coconut) weighted by this rank's share of the global batch's
+            # targets; other losses are averaged over the ranks as they are
             targets = n_targets(batch)
             if targets is not None:
-                total = accelerator.reduce(targets.detach().float().clone(), reduction="sum")
-                scale = targets.float() * world / total
-            # one rank's NaN must stop every rank (the others would wait for it forever)
-            finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum")
-            if finite.item() < world:
+                scale = rank_share(targets.item())
+            if not finite_on_every_rank(loss.detach()):
                 raise FloatingPointError(f"{desc}: a rank's loss is not finite at step {step} "
                                          f"(this rank's: {loss.item()}; lr {optimizer.param_groups[0]['lr']:.2e})")
         elif not torch.isfinite(loss):

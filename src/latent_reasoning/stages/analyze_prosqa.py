@@ -27,13 +27,13 @@ from ..formats import prompt_text
 from ..latent import latent_forward, layout
 from ..modeling import load_checkpoint
 from ..schema import read_jsonl
-from ..tokenizer import BOT, EOT, LATENT, load_tokenizer
+from ..tokenizer import BOT, EOS, EOT, LATENT, LATENT_TOKENS, PAD, load_tokenizer
 
 
 def reasoning(output: str) -> str:
     """The language part of a generated output: before `###`, special tokens dropped."""
     text = output.split("###")[0]
-    for special in ("<eot>", "<bot>", "<latent>", "<pause>", "<eos>", "<pad>"):
+    for special in (*LATENT_TOKENS, EOS, PAD):
         text = text.replace(special, " ")
     return " ".join(text.split())
 
