@@ -70,6 +70,8 @@
 # On the step-named data (2026-12-02), two at once (beside a CI run for its first 10 minutes):
 #   atp_named_steps/kl_1e-4:            trial.sh D atp_vae 'p["atp"]["kl_weight"] = 1e-4'
 #   atp_named_steps:                    trial.sh D atp_no_vae 'p["atp"]["variants"] = ["atp_no_vae"]'
+# On the bare-formula data again (2026-12-02), from the pipeline's seed-0 coconut, two at once:
+#   latent_rl_seeds_bare/seed_S:        trial.sh D latent_rl 'p["base"]["seed"] = S'     (S: 1, 2)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
