@@ -88,6 +88,9 @@ import os, sys, tempfile, yaml
 out, edit = sys.argv[1], sys.argv[2]
 p = yaml.safe_load(open("params.yaml"))
 p["base"]["threads"] = 1
+# its own resume folder: runs of one name at once (two seeds, or a trial beside the pipeline)
+# would otherwise share .resume/<run>/ and discard each other's checkpoints
+p["base"]["resume_dir"] = os.path.join(out, ".work", "resume")
 exec(edit)
 # written whole, then renamed: a second variant started in the same folder may be reading it
 fd, tmp = tempfile.mkstemp(dir=out, suffix=".yaml")

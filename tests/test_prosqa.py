@@ -74,8 +74,8 @@ def test_splits_share_no_graph_and_generation_is_seeded(splits):
 
 def test_statistics_are_the_papers_kind_scaled_down(splits):
     stats = prosqa.statistics(splits["train"])
-    assert 10 <= stats["nodes"] - 1 <= 14 and stats["edges"] > stats["nodes"]  # more edges than nodes: routes
-    assert 3 <= stats["shortest_path"] <= 5 and stats["shortest_paths"] > 1.1
+    assert 7 <= stats["nodes"] - 1 <= 9 and stats["edges"] > stats["nodes"]  # more edges than nodes: routes
+    assert 3 <= stats["shortest_path"] <= 4 and stats["shortest_paths"] > 1.1
 
 
 PROSQA_ITEM = {
@@ -171,3 +171,14 @@ def test_path_classes_of_generated_reasoning(reasoning, expected):
 def test_every_generated_path_is_classed_correct(splits):
     for ex in splits["test"]:
         assert prosqa.path_class(" ".join(ex.steps), ex.meta) == "correct_path"
+
+
+def test_the_no_planning_baselines_on_a_hand_made_graph():
+    # entity 0 -> 1 -> 3 (the target), 0 -> 2 (a dead end); 4 (the wrong option) -> 1 and -> 5
+    meta = {"edges": [[0, 1], [0, 2], [1, 3], [4, 1], [4, 5]], "root": 0, "target": 3, "neg_target": 4}
+    # half the walks take 1 and reach the target; half stop at 2 and guess: 0.5 + 0.5 * 0.5
+    assert prosqa.random_walk_accuracy(meta) == 0.75
+    assert prosqa.out_degree_guess(meta) == 1.0  # the target has no outgoing edge, the wrong option two
+    assert prosqa.out_degree_guess({**meta, "edges": [[0, 3], [3, 2], [4, 1]]}) == 0.5  # a tie
+    # a walk that must pass a branch into nothing but the target always gets it right
+    assert prosqa.random_walk_accuracy({**meta, "edges": [[0, 1], [0, 2], [1, 3], [2, 3]]}) == 1.0

@@ -55,11 +55,13 @@ def concept_names(n: int, seed: int = 0) -> list[str]:
 
 @dataclass(frozen=True)
 class ProsqaConfig:
-    concepts: tuple = (10, 14)  # concepts per graph (the entity is one more node)
-    steps: tuple = (3, 5)  # the shortest path's length (edges) from the entity to the answer
-    window: int = 4  # a concept's children are among the next `window` of its group
+    # the graph pipeline's sizes (prosqa/params.yaml); 10-14 concepts and 3-5 steps were the
+    # first guess, too hard for CoT-SFT at this machine's scale (docs/prosqa.md)
+    concepts: tuple = (7, 9)  # concepts per graph (the entity is one more node)
+    steps: tuple = (3, 4)  # the shortest path's length (edges) from the entity to the answer
+    window: int = 3  # a concept's children are among the next `window` of its group
     max_children: int = 2
-    cross_edges: int = 3  # edges from the unreachable group into the reachable one
+    cross_edges: int = 2  # edges from the unreachable group into the reachable one
     vocabulary: int = 120  # the made-up concept names all graphs draw from
 
     def __post_init__(self):
@@ -101,6 +103,37 @@ def count_shortest_paths(n: int, edges, root: int, target: int) -> int:
             if x == a and dist[b] == dist[a] + 1:
                 ways[b] += ways[a]
     return ways[target]
+
+
+def random_walk_accuracy(meta: dict) -> float:
+    """The expected accuracy of a reader that looks edges up but does not search: from the
+    entity it follows a uniformly random edge until it stands on one of the two options
+    (its answer), or at a dead end, where it guesses between them. Exact, over the DAG.
+    What a written path that never plans scores on this problem."""
+    options = {meta["target"]: 1.0, meta["neg_target"]: 0.0}
+    children = {}
+    for a, b in meta["edges"]:
+        children.setdefault(a, []).append(b)
+    memo = {}
+
+    def p(v):
+        if v in options:
+            return options[v]
+        if v not in memo:
+            kids = children.get(v, [])
+            memo[v] = sum(map(p, kids)) / len(kids) if kids else 0.5
+        return memo[v]
+
+    return p(meta["root"])
+
+
+def out_degree_guess(meta: dict) -> float:
+    """A shortcut that needs no path at all: answer the option with fewer outgoing edges
+    (the wrong option sits in the group that feeds edges into the reachable one); 0.5 on a
+    tie. A No-CoT model can learn it from the facts' counts."""
+    out = lambda v: sum(a == v for a, _ in meta["edges"])
+    right, wrong = out(meta["target"]), out(meta["neg_target"])
+    return 1.0 if right < wrong else 0.5 if right == wrong else 0.0
 
 
 def render_edge(symbols: list[str], a: int, b: int, root: int) -> str:

@@ -95,8 +95,14 @@ def main():
     params = load_params(args.params)
     cfg, ev = params.coconut, params.evaluate
     torch.set_num_threads(params.base.threads)
-    examples = read_jsonl(Path(args.data) / "test_prosqa.jsonl")[: args.limit]
+    every = read_jsonl(Path(args.data) / "test_prosqa.jsonl")
+    examples = every[: args.limit]
     result = {"problems": len(examples)}
+    # what reading edges without planning scores, and a shortcut with no path at all (all
+    # test problems, as the results table): the floor a method's accuracy is read against
+    result["baselines"] = {"problems": len(every),
+                           "random_walk": sum(prosqa.random_walk_accuracy(ex.meta) for ex in every) / len(every),
+                           "fewer_out_edges": sum(prosqa.out_degree_guess(ex.meta) for ex in every) / len(every)}
 
     cot = load_checkpoint(args.cot, "the CoT-SFT model")
     tok = load_tokenizer(args.cot)
@@ -124,7 +130,12 @@ def main():
 def markdown(r: dict) -> str:
     pct = lambda x: "–" if x is None else f"{100 * x:.1f}%"
     classes = [f"{c}/{ok}" for c in prosqa.PATH_CLASSES for ok in ("correct", "incorrect")]
+    b = r["baselines"]
     lines = [f"# The graph task: path classes and the latent-BFS probe ({r['problems']} test problems)", "",
+             f"Reference points on all {b['problems']} test problems, no model: a reader that follows random "
+             f"edges from the entity until it reaches an option (a guess at a dead end) scores "
+             f"{pct(b['random_walk'])}; answering the option with fewer outgoing edges, {pct(b['fewer_out_edges'])}; "
+             "a guess between the two options, 50%.", "",
              "## Path classes of the generated language (share of problems; /correct: the answer is right)", "",
              "| run | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes),
              "| CoT-SFT | " + " | ".join(pct(r["cot"][c]) for c in classes) + " |"]
