@@ -129,6 +129,45 @@ def stage_train_config(train_cfg, cfg: CoconutConfig, stage: int, steps: int):
         warmup_steps=min(cfg.warmup_steps, steps), eval_every=cfg.eval_every, length_buckets=cfg.length_buckets)
 
 
+def train_curriculum(model, train_examples, stage_list, params, *, desc: str, live, checkpoint, history: list, out,
+                     loss_fn, make_batch, accuracy, save) -> None:
+    """The curriculum loop every method on Coconut's curriculum runs (the coconut and atp
+    stages): for each (stage, steps) of `stage_list` the shared training loop with that
+    stage's settings (stage_train_config), a fresh optimizer per stage when
+    coconut.reset_optimizer, validation by `accuracy(model, stage)` (logged with the stage)
+    and `save(model, directory)` at the final stage only (the model kept is the best of the
+    final stage). `make_batch(examples, stage)` builds the stage's rows. Parts trained
+    before a kill are skipped (resume.py); each stage's summary is appended to `history`."""
+    from .train_loop import make_optimizer, train  # the loop imports nothing from here
+
+    cfg, optimizer = params.coconut, None
+    for part, (stage, steps) in enumerate(stage_list):
+        if checkpoint.skips(part):  # trained before the kill
+            continue
+        final = stage == cfg.final_stage
+        stage_cfg = stage_train_config(params.train, cfg, stage, steps)
+        if cfg.reset_optimizer or optimizer is None:
+            optimizer = make_optimizer(model, stage_cfg)
+        print(f"{desc}: stage {stage}{' (final)' if final else ''}, {steps} steps")
+
+        def validate(m, stage=stage):
+            result = accuracy(m, stage)
+            live.log_metric("stage", stage)
+            return result
+
+        def save_final(m, directory, final=final):
+            if final:
+                save(m, directory)
+
+        summary = train(
+            model, train_examples, stage_cfg, live=live, optimizer=optimizer, out_dir=out,
+            seed=params.base.seed + stage, loss_fn=loss_fn, validate=validate, save=save_final,
+            make_batch=lambda exs, stage=stage: make_batch(exs, stage),
+            length=lambda ex: len(ex.question) + 8 * len(ex.steps), desc=desc, checkpoint=checkpoint, part=part)
+        history.append({"stage": stage, **summary})
+        print(f"{desc}: stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
+
+
 def finish_variant(variant: str, history: list[dict], live, out: Path) -> dict:
     """A variant's summary from its per-stage training summaries (the final stage's best
     validation accuracy and step, the best per stage, the minutes in all), logged, with

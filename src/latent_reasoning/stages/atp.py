@@ -24,7 +24,7 @@ from ..parallel import threads_per_job, train_variants, variant_stage_args
 from ..schema import read_jsonl
 from ..tokenizer import load_tokenizer
 from ..resume import for_run
-from ..train_loop import make_optimizer, open_live, train
+from ..train_loop import open_live
 
 
 class AtpModel(nn.Module):
@@ -53,7 +53,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
     train_examples = read_jsonl(Path(args.data) / "train.jsonl")
     valid = read_jsonl(Path(args.data) / "valid.jsonl")[: params.train.eval_size]
     rng = random.Random(params.base.seed)
-    optimizer, history = None, []
+    history = []
     # a rerun after a kill continues from the last checkpoint of the same params and inputs
     live_dir = Path(args.live_dir) / variant
     checkpoint = for_run(params.base, f"atp/{variant}", (variant, cfg, acfg, params.train),
@@ -67,42 +67,26 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
         parts = atp.atp_loss(m.main, m.heads, m.decoder, batch, cfg, kl_weight)
         return {"loss": parts.loss, "ce": parts.ce, "kl": parts.kl, "decoder": parts.decoder, "stop": parts.stop}
 
-    for part, (stage, steps) in enumerate(coconut.stages("coconut", cfg)):
-        if checkpoint.skips(part):  # trained before the kill
-            continue
-        final = stage == cfg.final_stage
-        stage_cfg = coconut.stage_train_config(params.train, cfg, stage, steps)
-        if cfg.reset_optimizer or optimizer is None:
-            optimizer = make_optimizer(model, stage_cfg)
-        print(f"{variant}: stage {stage}{' (final)' if final else ''}, {steps} steps")
+    def accuracy(m, stage):
+        # at a curriculum stage the model thinks that stage's groups, then writes the rest
+        run_cfg = dataclasses.replace(cfg, max_latent_stage=min(stage, cfg.max_latent_stage))
+        metrics, _ = evaluate(m.main, tokenizer, valid, batch_size=params.train.eval_batch_size,
+                              max_new_tokens=params.train.eval_max_new_tokens,
+                              **atp.inference_kwargs(m.heads, variant, run_cfg))
+        return metrics["accuracy"]
 
-        def validate(m, stage=stage):
-            # at a curriculum stage the model thinks that stage's groups, then writes the rest
-            run_cfg = dataclasses.replace(cfg, max_latent_stage=min(stage, cfg.max_latent_stage))
-            metrics, _ = evaluate(m.main, tokenizer, valid, batch_size=params.train.eval_batch_size,
-                                  max_new_tokens=params.train.eval_max_new_tokens,
-                                  **atp.inference_kwargs(m.heads, variant, run_cfg))
-            live.log_metric("stage", stage)
-            return metrics["accuracy"]
+    def save(m, directory):
+        directory = Path(directory)
+        m.main.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        m.heads.save(directory)
+        m.decoder.save_pretrained(directory / atp.DECODER_DIR)
+        tokenizer.save_pretrained(directory / atp.DECODER_DIR)
 
-        def save(m, directory, final=final):
-            if final:  # the model evaluated is the best of the final stage
-                directory = Path(directory)
-                m.main.save_pretrained(directory)
-                tokenizer.save_pretrained(directory)
-                m.heads.save(directory)
-                m.decoder.save_pretrained(directory / atp.DECODER_DIR)
-                tokenizer.save_pretrained(directory / atp.DECODER_DIR)
-
-        summary = train(
-            model, train_examples, stage_cfg, live=live, optimizer=optimizer, out_dir=out,
-            seed=params.base.seed + stage, loss_fn=loss_fn, validate=validate, save=save,
-            make_batch=lambda exs, stage=stage: atp.make_batch(tokenizer, exs, variant, stage, cfg, rng),
-            length=lambda ex: len(ex.question) + 8 * len(ex.steps), desc=variant,
-            checkpoint=checkpoint, part=part)
-        history.append({"stage": stage, **summary})
-        print(f"{variant}: stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
-
+    coconut.train_curriculum(
+        model, train_examples, coconut.stages("coconut", cfg), params, desc=variant, live=live,
+        checkpoint=checkpoint, history=history, out=out, loss_fn=loss_fn, accuracy=accuracy, save=save,
+        make_batch=lambda exs, stage: atp.make_batch(tokenizer, exs, variant, stage, cfg, rng))
     summary = coconut.finish_variant(variant, history, live, out)
     checkpoint.finish()
     return summary

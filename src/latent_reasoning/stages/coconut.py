@@ -26,7 +26,7 @@ from ..parallel import threads_per_job, train_variants, variant_stage_args
 from ..schema import read_jsonl
 from ..tokenizer import load_tokenizer
 from ..resume import for_run
-from ..train_loop import make_optimizer, open_live, train
+from ..train_loop import open_live
 
 
 def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
@@ -47,7 +47,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
     rng = random.Random(params.base.seed)
     feedback = coconut.thought_fn(model, cfg)  # None: the hidden state itself, as the paper
     loss_fn = (lambda m, b: latent_forward(m, b, thought_fn=feedback).loss)
-    optimizer, history = None, []
+    history = []
     # a rerun after a kill continues from the last checkpoint of the same params and inputs
     live_dir = Path(args.live_dir) / variant
     inputs = [Path(args.data) / "train.jsonl", Path(args.data) / "valid.jsonl", args.tokenizer]
@@ -57,37 +57,23 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
     checkpoint.load()
     live = open_live(live_dir, resume=checkpoint.state is not None)
 
-    for part, (stage, steps) in enumerate(coconut.stages(variant, cfg)):
-        if checkpoint.skips(part):  # trained before the kill
-            continue
-        final = stage == cfg.final_stage
-        stage_cfg = coconut.stage_train_config(params.train, cfg, stage, steps)
-        if cfg.reset_optimizer or optimizer is None:
-            optimizer = make_optimizer(model, stage_cfg)
-        print(f"{variant}: stage {stage}{' (final)' if final else ''}, {steps} steps, "
-              f"{coconut.n_thoughts(variant, None, stage, cfg)} thoughts at inference")
+    print(f"{variant}: {coconut.n_thoughts(variant, None, cfg.final_stage, cfg)} thoughts at inference "
+          "after the final stage")
 
-        def validate(m, stage=stage):
-            metrics, _ = evaluate(
-                m, tokenizer, valid, batch_size=params.train.eval_batch_size,
-                max_new_tokens=params.train.eval_max_new_tokens, **coconut.inference_kwargs(m, variant, stage, cfg))
-            live.log_metric("stage", stage)
-            return metrics["accuracy"]
+    def accuracy(m, stage):
+        metrics, _ = evaluate(
+            m, tokenizer, valid, batch_size=params.train.eval_batch_size,
+            max_new_tokens=params.train.eval_max_new_tokens, **coconut.inference_kwargs(m, variant, stage, cfg))
+        return metrics["accuracy"]
 
-        def save(m, directory, final=final):
-            if final:  # the model evaluated is the best of the final stage
-                m.save_pretrained(directory)
-                tokenizer.save_pretrained(directory)
+    def save(m, directory):
+        m.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
 
-        summary = train(
-            model, train_examples, stage_cfg, live=live, optimizer=optimizer, out_dir=out,
-            seed=params.base.seed + stage, loss_fn=loss_fn, validate=validate, save=save,
-            make_batch=lambda exs, stage=stage: coconut.make_batch(tokenizer, exs, variant, stage, cfg, rng),
-            length=lambda ex: len(ex.question) + 8 * len(ex.steps),
-            desc=variant, checkpoint=checkpoint, part=part)
-        history.append({"stage": stage, **summary})
-        print(f"{variant}: stage {stage}: best val accuracy {summary['best_val_accuracy']:.3f}")
-
+    coconut.train_curriculum(
+        model, train_examples, coconut.stages(variant, cfg), params, desc=variant, live=live, checkpoint=checkpoint,
+        history=history, out=out, loss_fn=loss_fn, accuracy=accuracy, save=save,
+        make_batch=lambda exs, stage: coconut.make_batch(tokenizer, exs, variant, stage, cfg, rng))
     summary = coconut.finish_variant(variant, history, live, out)
     checkpoint.finish()
     return summary
