@@ -64,5 +64,8 @@ def test_dvc_repro_of_the_prosqa_pipeline(tmp_path):
     assert set(analysis["coconut"]) == set(analysis["probe"]) == {str(k) for k in range(k_max + 1)}
     assert abs(sum(analysis["cot"].values()) - 1) < 1e-9
     assert all(0 <= p["frontier_value_mass"] <= 1 + 1e-6 for p in analysis["probe"].values())
+    # the two options' values are shares of the same renormalised distribution
+    assert all(0 <= p["value_right_option"] + p["value_wrong_option"] <= 1 + 1e-6 for p in analysis["probe"].values())
+    assert 0.5 < analysis["baselines"]["random_walk"] <= 1  # the wrong option is never reachable
     # the default pipeline's outputs are untouched
     assert not (repo / "reports" / "metrics.json").exists() and not (repo / "data" / "prepared").exists()

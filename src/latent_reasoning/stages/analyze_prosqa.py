@@ -65,7 +65,7 @@ def probe(model, tok, examples, k: int, cfg) -> dict:
     batch = layout(prefixes, [k] * len(examples), padded, [[-100] * len(s) for s in padded], ids(LATENT),
                    tok.pad_token_id, n_slots=max(k, 1))
     out = latent_forward(model, batch, thought_fn=coconut.thought_fn(model, cfg))
-    on_frontier, leads, off = [], [], []
+    on_frontier, leads, off, right, wrong = [], [], [], [], []
     for i, ex in enumerate(examples):
         m = ex.meta
         dist, left = prosqa.distances(len(m["idx_to_symbol"]), m["edges"], m["root"]), to_target(m)
@@ -76,11 +76,16 @@ def probe(model, tok, examples, k: int, cfg) -> dict:
         depth = max(k, 1)
         frontier = [v for v in concepts if dist[v] == depth]
         on_frontier.append(sum(value[v] for v in frontier))
+        # the two options, whatever the frontier: a model that splits its value evenly
+        # between them has not found which one the entity reaches
+        right.append(value[m["target"]])
+        wrong.append(value[m["neg_target"]])
         for v in frontier:  # still on a shortest path to the target?
             (leads if left[v] is not None and dist[v] + left[v] == dist[m["target"]] else off).append(value[v])
     mean = lambda xs: sum(xs) / len(xs) if xs else None
     return {"frontier_value_mass": mean(on_frontier), "value_leading": mean(leads), "value_other": mean(off),
-            "frontier_nodes_leading": len(leads), "frontier_nodes_other": len(off)}
+            "frontier_nodes_leading": len(leads), "frontier_nodes_other": len(off),
+            "value_right_option": mean(right), "value_wrong_option": mean(wrong)}
 
 
 def main():
@@ -144,10 +149,12 @@ def markdown(r: dict) -> str:
                      + " | ".join(pct(v[c]) for c in classes) + " |")
     lines += ["", "## Latent-BFS probe: the value of frontier nodes after k thoughts", "",
               "| thoughts | value mass on the frontier | mean value, frontier nodes on a shortest path to the target | "
-              "mean value, the other frontier nodes |", "|---|---|---|---|"]
+              "mean value, the other frontier nodes | mean value, the right option | mean value, the wrong option |",
+              "|---|---|---|---|---|---|"]
     for k, v in r["probe"].items():
         lines.append(f"| {k} | {pct(v['frontier_value_mass'])} | {pct(v['value_leading'])} "
-                     f"({v['frontier_nodes_leading']} nodes) | {pct(v['value_other'])} ({v['frontier_nodes_other']} nodes) |")
+                     f"({v['frontier_nodes_leading']} nodes) | {pct(v['value_other'])} ({v['frontier_nodes_other']} nodes) "
+                     f"| {pct(v['value_right_option'])} | {pct(v['value_wrong_option'])} |")
     return "\n".join(lines) + "\n"
 
 
