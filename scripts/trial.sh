@@ -72,6 +72,8 @@
 #   atp_named_steps:                    trial.sh D atp_no_vae 'p["atp"]["variants"] = ["atp_no_vae"]'
 # On the bare-formula data again (2026-12-02), from the pipeline's seed-0 coconut, two at once:
 #   latent_rl_seeds_bare/seed_S:        trial.sh D latent_rl 'p["base"]["seed"] = S'     (S: 1, 2)
+# then, from the pipeline's seed-0 atp_vae, two at once:
+#   atp_rl_seeds_bare/seed_S:           trial.sh D atp_rl 'p["base"]["seed"] = S'        (S: 1, 2)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
