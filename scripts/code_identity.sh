@@ -1,13 +1,17 @@
 #!/bin/bash
-# Do the code at 41adcb4 (the full rerun's) and at HEAD compute the same? Short runs of every
+# Does the old code (a worktree at $OLD; first used with 41adcb4, the full rerun's) and the
+# working tree compute the same? Short runs of every
 # training stage from the rerun's data, tokenizer and CoT model, and evaluations of the
 # rerun's final models; outputs compared byte for byte (weights) by compare.py.
 # Record: reports/experiments/code_identity/ (its output in compare_output.txt).
-#   bash scripts/code_identity.sh   (R: the full run's clone; the old code in a worktree at /work/old)
+#   R=/work/main OLD=/work/old T=/work/trials/identity2 bash scripts/code_identity.sh
+#   (R: a clone holding the full run's data and models)
 set -e
 SCRIPTS=$(cd "$(dirname "$0")" && pwd)
-R=/work/rerun
-T=/work/trials/identity
+R=${R:-/work/rerun}
+T=${T:-/work/trials/identity}
+OLD=${OLD:-/work/old}
+NEW=$(cd "$SCRIPTS/.." && pwd)
 export HF_HUB_OFFLINE=1 DVC_NO_ANALYTICS=1 OMP_NUM_THREADS=1
 small() {  # $1 source params.yaml, $2 out
 python - "$1" "$2" <<'PY'
@@ -41,7 +45,7 @@ from latent_reasoning.inference import default_model_dir; print(default_model_di
   done
   echo "$1 done"
 }
-side old /work/old/src /work/old/params.yaml &
-side new /work/main/src /work/main/params.yaml &
+side old $OLD/src $OLD/params.yaml &
+side new $NEW/src $NEW/params.yaml &
 wait
-python $SCRIPTS/code_identity_compare.py
+python $SCRIPTS/code_identity_compare.py $T

@@ -2,11 +2,12 @@
 
 import filecmp
 import json
+import sys
 from pathlib import Path
 
 from safetensors.torch import load_file
 
-T = Path("/work/trials/identity")
+T = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/trials/identity")
 old, new = T / "old", T / "new"
 bad = 0
 for f in sorted((old / "prepared").glob("*")):

@@ -51,8 +51,8 @@ def stage(name: str, body: dict) -> dict:
 ANALYZE = {
     "cmd": "python -m latent_reasoning.stages.analyze_prosqa --out-dir ../reports/prosqa",
     "deps": ["data/prepared", "models/cot", "models/coconut"]
-            + [f"../src/latent_reasoning/{f}.py" for f in ("prosqa", "coconut", "latent", "evaluation", "generation",
-                                                          "modeling", "config", "stages/analyze_prosqa")],
+            + [f"../src/latent_reasoning/{f}.py" for f in ("prosqa", "coconut", "latent", "evaluation", "devices",
+                                                          "generation", "modeling", "config", "stages/analyze_prosqa")],
     "params": ["base.threads", "evaluate", "coconut"],
     "metrics": [{"../reports/prosqa/analysis.json": {"cache": False}}],
     "outs": [{"../reports/prosqa/analysis.md": {"cache": False}}],

@@ -1,5 +1,6 @@
 """Shared helpers for the tests: tiny params files and running stage mains in-process."""
 
+import socket
 import sys
 from pathlib import Path
 
@@ -45,3 +46,10 @@ def run_stage(monkeypatch, module, *argv):
     mod = importlib.import_module(f"latent_reasoning.stages.{module}")
     monkeypatch.setattr(sys, "argv", [module, *map(str, argv)])
     mod.main()
+
+
+def free_port() -> int:
+    """A free TCP port on localhost, for a torchrun rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@ with the whole batch; rank 0 alone validates, saves and logs."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from helpers import write_params
+from helpers import free_port, write_params
 from test_resume import prepared  # noqa: F401 (a fixture: tiny prepared data and start models)
 
 WORKER = Path(__file__).with_name("dp_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(out: Path, method: str, batch: int, ranks: int):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import run_stage, write_params
+from helpers import free_port, run_stage, write_params
 from latent_reasoning.config import ConfigError, load_params
 from latent_reasoning.resume import Checkpoint, fingerprint
 
@@ -27,12 +27,16 @@ STAGE_ARGS = {  # a stage's command line, and the checkpoint / model folders of 
 }
 
 
-def stage(cwd: Path, name: str, params: Path, data: Path, kill_at=None):
-    """Run a stage in its own process from `cwd`; with kill_at=(part, step), SIGKILL it as
-    soon as its checkpoint is at or past that point. Returns (returncode, output)."""
+def stage(cwd: Path, name: str, params: Path, data: Path, kill_at=None, ranks: int = 1):
+    """Run a stage in its own process from `cwd` (ranks > 1: that many CPU processes under
+    torchrun); with kill_at=(part, step), SIGKILL it (every process of it) as soon as its
+    checkpoint is at or past that point. Returns (returncode, output)."""
     argv, run, _ = STAGE_ARGS[name]
     module = "rl" if name == "latent_rl" else name
-    cmd = [sys.executable, "-m", f"latent_reasoning.stages.{module}", "--params", str(params),
+    launch = [] if ranks == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
+                                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m"]
+    argv = ["--rl-run" if a == "--run" else a for a in argv]  # torchrun would read --run as its --run-path
+    cmd = [sys.executable, *(launch or ["-m"]), f"latent_reasoning.stages.{module}", "--params", str(params),
            "--data", str(data / "data/prepared"), *argv]
     if module != "rl":
         cmd += ["--tokenizer", str(data / "models/tokenizer")]
@@ -40,7 +44,7 @@ def stage(cwd: Path, name: str, params: Path, data: Path, kill_at=None):
         cmd += ["--cot", str(data / "models/cot")]
     if module == "rl":
         cmd += ["--start-root", str(data)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"ACCELERATE_USE_CPU": "1"} if ranks > 1 else {})}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if kill_at is not None:
         latest = cwd / ".resume" / run / "LATEST"
@@ -48,11 +52,30 @@ def stage(cwd: Path, name: str, params: Path, data: Path, kill_at=None):
             if latest.exists():
                 _, part, step = latest.read_text().strip().split("-")
                 if (int(part), int(step)) >= kill_at:
-                    proc.send_signal(signal.SIGKILL)
+                    kill_tree(proc.pid)
                     break
             time.sleep(0.01)
     out, _ = proc.communicate(timeout=900)
     return proc.returncode, out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process below it at once, as a lost machine would
+    (torchrun's workers are in sessions of their own: a process-group kill misses them)."""
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # gone already
+                pass
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -85,18 +108,28 @@ CASES = [
 
 @pytest.mark.parametrize("name, overrides, kill_at", CASES, ids=[c[0] for c in CASES])
 def test_a_killed_stage_reruns_to_the_uninterrupted_weights(prepared, tmp_path, name, overrides, kill_at):
+    kill_and_rerun(prepared, tmp_path, name, overrides, kill_at, ranks=1)
+
+
+# data parallel: 2 gloo ranks, each restoring its own RNG file; the SFT loop and an RL run
+@pytest.mark.parametrize("name, overrides, kill_at", [CASES[0], CASES[3]], ids=["train", "rl"])
+def test_a_killed_data_parallel_run_reruns_to_the_uninterrupted_weights(prepared, tmp_path, name, overrides, kill_at):
+    kill_and_rerun(prepared, tmp_path, name, overrides, kill_at, ranks=2)
+
+
+def kill_and_rerun(prepared, tmp_path, name, overrides, kill_at, ranks):
     every = 2 if name in ("rl", "latent_rl") else 10
     params = write_params(tmp_path / "params.yaml", base={"checkpoint_every": every}, **overrides)
     _, run, model_dir = STAGE_ARGS[name]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()
-    rc, out = stage(whole, name, params, prepared)
+    rc, out = stage(whole, name, params, prepared, ranks=ranks)
     assert rc == 0, out[-3000:]
 
-    rc, out = stage(killed, name, params, prepared, kill_at=kill_at)
+    rc, out = stage(killed, name, params, prepared, kill_at=kill_at, ranks=ranks)
     assert rc == -signal.SIGKILL, f"the run ended (rc {rc}) before it could be killed:\n{out[-2000:]}"
     assert (killed / ".resume" / run / "LATEST").exists()
-    rc, out = stage(killed, name, params, prepared)
+    rc, out = stage(killed, name, params, prepared, ranks=ranks)
     assert rc == 0, out[-3000:]
     assert "resume: continuing from" in out, out[-2000:]
 

@@ -175,3 +175,53 @@ def test_coherence_of_the_graph_tasks_sentences():
     assert rl.coherence(groups, "Tom is a brimpus.") == 2 / 3
     assert rl.coherence(["Tom is a wumpus.", "Every gorpus is a yumpus."], "Tom is a yumpus.") == 0.5
     assert rl.coherence(["no sentence here"], "Tom is a yumpus.") == 0.0
+
+
+@pytest.mark.parametrize("kind", ["cot", "coconut", "atp"])
+def test_bf16_rollouts_replay_close_to_their_record_with_fp32_log_probs(tokenizer, kind):
+    """train.bf16 (on the CPU here: torch's CPU autocast): the forwards run in bf16, every
+    log-probability is fp32, the replay of an unchanged policy is its rollout's record up to
+    bf16 rounding, and a whole RL step stays finite."""
+    pol = policy(kind, tokenizer)
+    pol.bf16 = True
+    with pol.autocast():  # the switch reaches the forwards
+        assert pol.model(input_ids=torch.tensor([[1, 2]])).logits.dtype == torch.bfloat16
+    ro = rl.rollout(pol, EXAMPLES, group_size=4, temperature=1.0, max_new_tokens=6,
+                    generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        replayed = rl.replay(pol, ro)
+    for key, recorded in rl.recorded_logps(ro).items():
+        assert recorded.dtype == replayed[key].dtype == torch.float32, key
+        # bf16 keeps 8 bits of mantissa: an incremental and a full forward round differently
+        assert (replayed[key] - recorded).abs().max() < 0.05, key
+    cfg = rl.RlConfig(group_size=4, questions=2, minibatch=4, lr=1e-3, max_new_tokens=6)
+    logged = rl.rl_step(pol, policy(kind, tokenizer), torch.optim.AdamW(pol.parameters(), lr=cfg.lr), EXAMPLES, cfg,
+                        rl.run_weights("atp_rl" if kind == "atp" else "grpo_cot", cfg),
+                        torch.Generator().manual_seed(0), step=0)
+    assert all(math.isfinite(v) for v in logged.values()), logged
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("kind", ["cot", "coconut", "atp"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_an_rl_step_on_a_gpu_keeps_everything_there(tokenizer, kind, bf16):
+    """GPU: the policy, its record and its update on CUDA (a tensor left on the CPU would
+    raise), and the rollouts of one seed sample the same actions as on the CPU in fp32."""
+    pol, cpu = policy(kind, tokenizer).to("cuda"), policy(kind, tokenizer)
+    pol.bf16 = bf16
+    ro = rl.rollout(pol, EXAMPLES, group_size=4, temperature=1.0, max_new_tokens=6,
+                    generator=torch.Generator().manual_seed(0))
+    assert ro.token_logp.is_cuda and (ro.z is None or ro.z.is_cuda)
+    if not bf16:  # the noise is drawn on the CPU: one seed, the same draws
+        ro_cpu = rl.rollout(cpu, EXAMPLES, group_size=4, temperature=1.0, max_new_tokens=6,
+                            generator=torch.Generator().manual_seed(0))
+        assert sum(a == b for a, b in zip(ro.actions, ro_cpu.actions)) >= 6  # near-ties may round apart
+    cfg = rl.RlConfig(group_size=4, questions=2, minibatch=4, lr=1e-3, max_new_tokens=6)
+    ref = policy(kind, tokenizer).to("cuda")
+    before = [p.detach().clone() for p in pol.parameters()]
+    logged = rl.rl_step(pol, ref, torch.optim.AdamW(pol.parameters(), lr=cfg.lr), EXAMPLES, cfg,
+                        rl.run_weights("atp_rl" if kind == "atp" else "grpo_cot", cfg),
+                        torch.Generator().manual_seed(0), step=0)
+    assert all(math.isfinite(v) for v in logged.values()), logged
+    assert all(p.is_cuda for p in pol.parameters())
+    assert logged["grad_norm"] == 0 or any(not torch.equal(a, b) for a, b in zip(before, pol.parameters()))

@@ -16,6 +16,7 @@ import torch
 
 from . import atp
 from .config import load_params
+from .devices import autocast
 from .evaluation import evaluate
 from .inference import load_method
 from .schema import Example
@@ -52,8 +53,10 @@ def main(argv=None):
     params = load_params(args.params)
     torch.set_num_threads(params.base.threads)
     method = load_method(args.method, params, args.model)
-    for row in ask(method, questions, max_new_tokens=params.evaluate.max_new_tokens,
-                   decode_max_tokens=params.atp.decode_max_tokens, c_thought=params.coconut.c_thought):
+    with autocast(method.model.device, params.evaluate.bf16):
+        rows = ask(method, questions, max_new_tokens=params.evaluate.max_new_tokens,
+                   decode_max_tokens=params.atp.decode_max_tokens, c_thought=params.coconut.c_thought)
+    for row in rows:
         print(f"Q: {row['question']}")
         print(f"answer: {row['answer']}    (thoughts used: {row['thoughts']})")
         for g, text in enumerate(row.get("decoded_steps", [])):

@@ -46,6 +46,7 @@ from transformers import DynamicCache
 
 from . import coconut
 from .coconut import CoconutConfig
+from .devices import randn_like
 from .formats import IGNORE
 from .latent import LatentBatch, latent_forward, layout
 from .schema import Example
@@ -125,11 +126,11 @@ class AtpHeads(nn.Module):
         mu, log_var = self.latent(h)
         if log_var is None or not sample:
             return mu, mu, log_var
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = randn_like(mu, generator)  # drawn on the generator's device, fp32
         return mu + torch.exp(0.5 * log_var) * eps, mu, log_var
 
     def save(self, directory: Path) -> None:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(Path(directory) / HEADS_FILE))
+        save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(Path(directory) / HEADS_FILE))
 
 
 def load_heads(directory: Path, d: int, variant: str) -> AtpHeads:
@@ -314,7 +315,7 @@ def read_back(decoder, tokenizer, thought_inputs: list[torch.Tensor], c: int, ma
         x = torch.stack([z for _, z in chunk])  # (N, c, H): every prefix has c thoughts, no padding
         cache = DynamicCache()
         out = decoder(inputs_embeds=x, cache=cache, use_cache=True)
-        done = torch.zeros(len(chunk), dtype=torch.bool)
+        done = torch.zeros(len(chunk), dtype=torch.bool, device=x.device)
         tokens = []
         for _ in range(max_new_tokens):
             tok = out.logits[:, -1].argmax(-1)

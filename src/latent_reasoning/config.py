@@ -133,6 +133,7 @@ class EvaluateConfig:
     batch_size: int = 250
     max_new_tokens: int = 96
     limit: int = 0  # 0: every example of each test set
+    bf16: bool = False  # generation under bf16 autocast (on a GPU: faster; greedy outputs may differ)
 
 
 def _coerce(value, tp, key: str):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from .devices import multinomial
+
 
 def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)
@@ -156,7 +158,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_id: in
     for t in range(max_new_tokens):
         logits = state.logits.float()
         if temperature > 0:
-            token = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=rng).squeeze(1)
+            token = multinomial(torch.softmax(logits / temperature, dim=-1), rng)
         else:
             token = logits.argmax(-1)
         token = torch.where(finished, torch.full_like(token, pad_id), token)

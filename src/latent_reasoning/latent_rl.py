@@ -100,9 +100,10 @@ def value_loss(logits: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor, 
     """BCE(sigma(logits), correct) at every latent position of every rollout, mean over the
     positions in `mask`. logits, mask (R, slots); correct (R,) 0/1; a correct rollout's
     positions weigh `pos_weight`."""
-    target = correct.float()[:, None].expand_as(logits)
+    target = correct.float().to(logits.device)[:, None].expand_as(logits)
     bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none",
-                                             pos_weight=torch.tensor(float(pos_weight)))
+                                             pos_weight=torch.tensor(float(pos_weight), device=logits.device))
+    mask = mask.to(logits.device)
     return (bce * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -115,7 +116,8 @@ def roc_auc(scores, labels) -> tuple[float, float]:
     """ROC-AUC of `scores` for binary `labels` (the Mann-Whitney statistic, ties counted
     half), and its z against chance: (AUC - 0.5) / sqrt((n1 + n0 + 1) / (12 n1 n0)), the
     null distribution's standard deviation. NaN where one class is missing (undefined)."""
-    scores, labels = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(labels).bool()
+    scores = torch.as_tensor(scores).detach().cpu().double()
+    labels = torch.as_tensor(labels).cpu().bool()
     n1, n0 = int(labels.sum()), int((~labels).sum())
     if n1 == 0 or n0 == 0:
         return float("nan"), float("nan")
@@ -147,9 +149,10 @@ def answer(policy, examples: list[Example], max_new_tokens: int, batch_size: int
     stage runs a Coconut model (evaluation.evaluate), with the thoughts it fed back."""
     policy.train(False)
     ccfg = policy.ccfg
-    _, preds = evaluate(policy.model, policy.tokenizer, examples, batch_size=batch_size,
-                        max_new_tokens=max_new_tokens, keep_thoughts=True,
-                        **coconut.inference_kwargs(policy.model, "coconut", ccfg.final_stage, ccfg))
+    with policy.autocast():
+        _, preds = evaluate(policy.model, policy.tokenizer, examples, batch_size=batch_size,
+                            max_new_tokens=max_new_tokens, keep_thoughts=True,
+                            **coconut.inference_kwargs(policy.model, "coconut", ccfg.final_stage, ccfg))
     return Answered(list(examples), [policy.prompt(ex) for ex in examples],
                     [p["thought_inputs"] for p in preds], [p["thoughts"] for p in preds],
                     torch.tensor([p["correct"] for p in preds], dtype=torch.float))
@@ -175,17 +178,20 @@ def latent_states(policy, ans: Answered, rows: list[int], chain_grad: bool = Fal
     n = [ans.n_thoughts[i] for i in rows]
     eot = tok.convert_tokens_to_ids(EOT)
     # only the states before <eot> are read: the suffix is <eot> alone, with no loss
+    device = policy.device
     batch = layout([ans.prompts[i] for i in rows], n, [[eot]] * len(rows), [[eot]] * len(rows),
-                   tok.convert_tokens_to_ids(LATENT), tok.pad_token_id, n_slots=slots)
+                   tok.convert_tokens_to_ids(LATENT), tok.pad_token_id, n_slots=slots).to(device)
     if chain_grad:
-        out = latent_forward(policy.model, batch, thought_fn=coconut.thought_fn(policy.model, policy.ccfg))
+        with policy.autocast():
+            out = latent_forward(policy.model, batch, thought_fn=coconut.thought_fn(policy.model, policy.ccfg))
     else:
         H = policy.model.get_input_embeddings().weight.shape[1]
-        inputs = torch.zeros(len(rows), slots, H)
+        inputs = torch.zeros(len(rows), slots, H, device=device)
         for j, i in enumerate(rows):
             inputs[j, : n[j]] = ans.thoughts[i]
-        out = replay_forward(policy.model, batch, inputs)
-    mask = (torch.arange(slots)[None, :] < torch.tensor(n)[:, None]).float()
+        with policy.autocast():
+            out = replay_forward(policy.model, batch, inputs)
+    mask = (torch.arange(slots, device=device)[None, :] < torch.tensor(n, device=device)[:, None]).float()
     return out.states, mask
 
 
@@ -194,7 +200,7 @@ def value_data(policy, ans: Answered, batch_size: int = 256):
     """(states (R, slots, H), mask (R, slots)) of every rollout, no gradients."""
     parts = [latent_states(policy, ans, list(range(s, min(s + batch_size, len(ans.prompts)))))
              for s in range(0, len(ans.prompts), batch_size)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    return torch.cat([p[0] for p in parts]).float(), torch.cat([p[1] for p in parts])
 
 
 @torch.no_grad()
@@ -207,6 +213,7 @@ def fit_value_head(head: ValueHead, states, mask, correct, cfg: LatentRlConfig, 
     """Pre-train the head: BCE at every latent position, rollouts split 9:1 into fitting
     and validation; the epoch with the best validation ROC-AUC is kept (as theirs)."""
     R = len(correct)
+    correct = correct.to(states.device)
     order = torch.randperm(R, generator=generator)
     n_val = max(R // 10, 1)
     val, fit = order[:n_val], order[n_val:]
@@ -221,7 +228,7 @@ def fit_value_head(head: ValueHead, states, mask, correct, cfg: LatentRlConfig, 
         perm = torch.randperm(len(y), generator=generator)
         for s in range(0, len(y), cfg.value_batch):
             idx = perm[s: s + cfg.value_batch]
-            loss = value_loss(head(x[idx])[:, None], y[idx], torch.ones(len(idx), 1), pos_weight)
+            loss = value_loss(head(x[idx])[:, None], y[idx], torch.ones(len(idx), 1, device=x.device), pos_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -252,6 +259,7 @@ def actor_critic_losses(head: ValueHead, states, mask, correct, pos_weight: floa
             dropout), so that raising the value moves the backbone and never the head
     critic  BCE(V(h_t), correct) with the head's dropout: moves the head, and the backbone
             only with `critic_backbone`"""
+    states = states.float()  # the head runs in fp32 (the states may be bf16 under autocast)
     head.train(False)
     fixed = {name: p.detach() for name, p in head.named_parameters()}
     values = torch.func.functional_call(head, fixed, (states,))
@@ -280,7 +288,7 @@ def latent_rl_step(policy, head: ValueHead, actor_opt, critic_opt, questions: li
         rows = [i - offset for i in order[start: start + cfg.minibatch] if offset <= i < offset + R]
         actor_opt.zero_grad(set_to_none=True)
         critic_opt.zero_grad(set_to_none=True)
-        actor_loss = critic_loss = torch.zeros(())
+        actor_loss = critic_loss = torch.zeros((), device=policy.device)
         if rows:
             states, mask = latent_states(policy, ans, rows, chain_grad=lcfg.chain_grad)
             actor_loss, critic_loss = actor_critic_losses(head, states, mask, ans.correct[rows], pos_weight,

@@ -112,12 +112,12 @@ class Checkpoint:
                 shutil.rmtree(self.path)
             _barrier()
             return None
-        state = torch.load(snap / "state.pt", weights_only=False)
+        state = torch.load(snap / "state.pt", map_location="cpu", weights_only=False)  # load_state_dict places it
         rng_file = snap / f"rng-{_rank()}.pt"
         if not rng_file.exists():
             raise FileNotFoundError(f"resume: {rng_file} is missing: the checkpoint in {self.path} was written "
                                     "by fewer processes than this run has")
-        state["rng"] = torch.load(rng_file, weights_only=False)
+        state["rng"] = torch.load(rng_file, map_location="cpu", weights_only=False)
         _barrier()
         if is_main_process():
             for i, d in enumerate(self.dirs):

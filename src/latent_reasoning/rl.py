@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from . import atp, coconut
 from .evaluation import answers_match, extract_answer
 from .formats import IGNORE, encode_prompt
+from .devices import autocast, multinomial
 from .generation import generate
 from .latent import latent_forward, layout, replay_forward
 from .latent_rl import LatentRlConfig
@@ -224,15 +225,31 @@ def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.
 class Policy:
     """What an RL run trains: the model (and ATP's heads), how it is prompted, how it
     samples a rollout and how a rollout is replayed. `parameters()` are what the
-    optimiser updates; the step decoder is never among them."""
+    optimiser updates; the step decoder is never among them. The policy runs on the
+    device its model is on (heads and decoder moved with it: `to`); with `bf16` its
+    forwards (rollouts, replay) run under bf16 autocast, log-probabilities in fp32."""
 
-    def __init__(self, kind: str, model, tokenizer, ccfg: coconut.CoconutConfig, heads=None, decoder=None):
+    def __init__(self, kind: str, model, tokenizer, ccfg: coconut.CoconutConfig, heads=None, decoder=None,
+                 bf16: bool = False):
         self.kind, self.model, self.tokenizer, self.ccfg = kind, model, tokenizer, ccfg
-        self.heads, self.decoder = heads, decoder
+        self.heads, self.decoder, self.bf16 = heads, decoder, bf16
         if kind == "atp" and (heads is None or heads.latent is None or heads.latent.log_var is None or heads.stop is None):
             raise ValueError("rl: the atp policy needs ATP-Latent's Gaussian latent head and stop head (atp_vae)")
         if decoder is not None:
             decoder.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device):
+        for module in (self.model, self.heads, self.decoder):
+            if module is not None:
+                module.to(device)
+        return self
+
+    def autocast(self):
+        return autocast(self.device, self.bf16)
 
     def parameters(self):
         params = list(self.model.parameters())
@@ -297,7 +314,8 @@ class _LogitRecorder(torch.nn.Module):
 
 
 def gaussian_log_prob(z, mu, log_var):
-    """log N(z; mu, exp(log_var)), summed over the last dimension."""
+    """log N(z; mu, exp(log_var)), summed over the last dimension (in fp32)."""
+    z, mu, log_var = z.float(), mu.float(), log_var.float()
     return (-0.5 * ((z - mu) ** 2 / log_var.exp() + log_var + math.log(2 * math.pi))).sum(-1)
 
 
@@ -307,27 +325,28 @@ def latent_masks(n_thoughts: torch.Tensor, slots: int, c: int):
     read at the stop slot. Stop decisions: at each group start k = g*c <= n, `continue`
     where k < n, `stop` at k = n < slots. Returns (latent mask (R, slots), stop mask
     (R, groups), stop decision (R, groups): 1 = stop)."""
-    k = torch.arange(slots)[None, :]
+    k = torch.arange(slots, device=n_thoughts.device)[None, :]
     n = n_thoughts[:, None]
     latent = (k < n) | ((k == n) & (n < slots))
-    starts = torch.arange(0, slots, c)[None, :]
+    starts = torch.arange(0, slots, c, device=n_thoughts.device)[None, :]
     stop_mask = (starts < n) | ((starts == n) & (n < slots))
     decision = ((starts == n) & (n < slots)).long()
     return latent.float(), stop_mask.float(), decision
 
 
-def padded_actions(actions: list[list[int]], width: int) -> torch.Tensor:
+def padded_actions(actions: list[list[int]], width: int, device=None) -> torch.Tensor:
     """(R, width) the sampled tokens of each rollout, IGNORE past its end."""
     out = torch.full((len(actions), width), IGNORE, dtype=torch.long)
     for i, a in enumerate(actions):
         out[i, : len(a)] = torch.tensor(a, dtype=torch.long)
-    return out
+    return out.to(device) if device is not None else out
 
 
 def token_log_probs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
     """log p(target) at `temperature` per column (logits (R, T, V), targets (R, T)), 0 where
     the target is IGNORE."""
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    targets = targets.to(logits.device)
     return logp.gather(2, targets.clamp(min=0)[:, :, None]).squeeze(2) * (targets != IGNORE)
 
 
@@ -358,35 +377,38 @@ def rollout(policy: Policy, examples: list[Example], group_size: int, temperatur
 
         def sample_stop(z):
             logp = F.log_softmax(heads.stop(z).float(), dim=-1)
-            stop = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+            stop = multinomial(logp.exp(), generator)
             record["stop_logp"].append(logp.gather(1, stop[:, None]).squeeze(1))
             return stop == 1
 
         kwargs.update(n_latents=[slots] * len(rows), eot_id=tok.convert_tokens_to_ids(EOT),
                       thought_fn=sample_latent, stop_fn=sample_stop, group=c)
-    out = generate(recorder, prompts, **kwargs)
+    with policy.autocast():
+        out = generate(recorder, prompts, **kwargs)
 
     # the tokens each row sampled, eos included where it ended its answer
     actions = [t + [tok.eos_token_id] if len(t) < max_new_tokens else t for t in out.tokens]
     width = max(len(a) for a in actions)  # generation sampled `width` columns, the last
     token_logits = torch.stack(recorder.logits[-width:], dim=1)  # (R, width, V): one forward per column
-    token_logp = token_log_probs(token_logits, padded_actions(actions, width), temperature)
+    token_logp = token_log_probs(token_logits, padded_actions(actions, width), temperature)  # fp32
     texts = [tok.decode(t, skip_special_tokens=False) for t in out.tokens]
     n = torch.tensor(out.n_thoughts)
     ro = Rollouts(rows, prompts, actions, texts, out.n_thoughts, None, token_logp, None, None, None, temperature)
     if policy.kind == "atp":
         taken = len(record["z"])  # generation stops sampling once every row has stopped
         H = record["z"][0].shape[-1]
-        z = torch.zeros(len(rows), slots, H)
+        device = policy.device
+        z = torch.zeros(len(rows), slots, H, device=device)
         z[:, :taken] = torch.stack(record["z"], 1)
-        latent_logp = torch.zeros(len(rows), slots)
+        latent_logp = torch.zeros(len(rows), slots, device=device)
         latent_logp[:, :taken] = torch.stack(record["latent_logp"], 1)
-        stop_logp = torch.zeros(len(rows), slots // c)
+        stop_logp = torch.zeros(len(rows), slots // c, device=device)
         stop_logp[:, : len(record["stop_logp"])] = torch.stack(record["stop_logp"], 1)
-        latent_mask, stop_mask, _ = latent_masks(n, slots, c)
+        latent_mask, stop_mask, _ = latent_masks(n.to(device), slots, c)
         ro.z, ro.latent_logp, ro.stop_logp = z, latent_logp * latent_mask, stop_logp * stop_mask
         used = [z[i, : n_i] for i, n_i in enumerate(out.n_thoughts)]
-        ro.groups = atp.read_back(policy.decoder, tok, used, c, decode_max_tokens)
+        with policy.autocast():
+            ro.groups = atp.read_back(policy.decoder, tok, used, c, decode_max_tokens)
     return ro
 
 
@@ -398,7 +420,7 @@ def replay(policy: Policy, ro: Rollouts, rows: list[int] | None = None) -> dict:
     tok = policy.tokenizer
     actions = [ro.actions[i] for i in rows]
     width = max(len(a) for a in actions)
-    out = {}
+    out, device = {}, policy.device
     if policy.kind == "cot":  # one teacher-forced pass over prompt + actions, right-padded
         seqs = [ro.prompts[i] + a for i, a in zip(rows, actions)]
         T = max(len(s) for s in seqs)
@@ -407,26 +429,31 @@ def replay(policy: Policy, ro: Rollouts, rows: list[int] | None = None) -> dict:
         for j, s in enumerate(seqs):
             ids[j, : len(s)] = torch.tensor(s)
             mask[j, : len(s)] = 1
-        logits = policy.model(input_ids=ids, attention_mask=mask).logits
+        with policy.autocast():
+            logits = policy.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         # row j's action t sits at column len(prompt_j) + t, predicted from the column before
-        index = torch.tensor([[len(ro.prompts[i]) - 1 + t for t in range(width)] for i in rows]).clamp(max=T - 1)
+        index = torch.tensor([[len(ro.prompts[i]) - 1 + t for t in range(width)] for i in rows],
+                             device=device).clamp(max=T - 1)
         logits = logits.gather(1, index[:, :, None].expand(-1, -1, logits.shape[-1]))
     else:
         eot = tok.convert_tokens_to_ids(EOT)
         n = [ro.n_thoughts[i] for i in rows]
         batch = layout([ro.prompts[i] for i in rows], n, [[eot] + a for a in actions],
                        [[IGNORE] + a for a in actions], tok.convert_tokens_to_ids(LATENT), tok.pad_token_id,
-                       n_slots=policy.ccfg.max_thoughts)
+                       n_slots=policy.ccfg.max_thoughts).to(device)
         if policy.kind == "coconut":
-            res = latent_forward(policy.model, batch, thought_fn=coconut.thought_fn(policy.model, policy.ccfg))
+            with policy.autocast():
+                res = latent_forward(policy.model, batch, thought_fn=coconut.thought_fn(policy.model, policy.ccfg))
         else:
             z = ro.z[rows]
-            res = replay_forward(policy.model, batch, z)
-            _, mu, log_var = policy.heads.thought(res.thoughts, sample=False)
-            latent_mask, stop_mask, decision = latent_masks(torch.tensor(n), policy.ccfg.max_thoughts,
+            with policy.autocast():
+                res = replay_forward(policy.model, batch, z)
+                _, mu, log_var = policy.heads.thought(res.thoughts, sample=False)
+                stop_logits = policy.heads.stop(z[:, :: policy.ccfg.c_thought])
+            latent_mask, stop_mask, decision = latent_masks(torch.tensor(n, device=device), policy.ccfg.max_thoughts,
                                                             policy.ccfg.c_thought)
             out["latents"] = gaussian_log_prob(z, mu, log_var) * latent_mask
-            stop_logp = F.log_softmax(policy.heads.stop(z[:, :: policy.ccfg.c_thought]).float(), dim=-1)
+            stop_logp = F.log_softmax(stop_logits.float(), dim=-1)
             out["stops"] = stop_logp.gather(2, decision[:, :, None]).squeeze(2) * stop_mask
         logits = res.logits[:, 1: 1 + width]  # suffix = <eot> then the actions
     tokens = token_log_probs(logits, padded_actions(actions, width), ro.temperature)
@@ -450,10 +477,12 @@ def recorded_logps(ro: Rollouts) -> dict:
 
 
 def action_mask(ro: Rollouts) -> torch.Tensor:
-    tokens = (padded_actions(ro.actions, ro.token_logp.shape[1]) != IGNORE).float()
+    device = ro.token_logp.device
+    tokens = (padded_actions(ro.actions, ro.token_logp.shape[1], device) != IGNORE).float()
     if ro.z is None:
         return tokens
-    latent, stop, _ = latent_masks(torch.tensor(ro.n_thoughts), ro.z.shape[1], ro.z.shape[1] // ro.stop_logp.shape[1])
+    latent, stop, _ = latent_masks(torch.tensor(ro.n_thoughts, device=device), ro.z.shape[1],
+                                   ro.z.shape[1] // ro.stop_logp.shape[1])
     return torch.cat([tokens, latent, stop], dim=1)
 
 
@@ -497,7 +526,7 @@ def rl_step(policy: Policy, reference: Policy, optimizer, questions: list[Exampl
     max_new = cfg.cot_max_new_tokens if policy.kind == "cot" else cfg.max_new_tokens
     ro = rollout(policy, mine, cfg.group_size, cfg.temperature, max_new, generator, decode_max_tokens)
     rewards, logged = score(ro, weights)
-    advantages = group_advantages(rewards, cfg.group_size)
+    advantages = group_advantages(rewards, cfg.group_size).to(policy.device)
     if world_size() > 1:
         logged = mean_over_ranks(logged)  # equal shares: the mean over ranks is the global mean
     logged.update(ppo_update(policy, reference, optimizer, ro, advantages, cfg, order_generator or generator, step))
@@ -528,7 +557,7 @@ def ppo_update(policy: Policy, reference: Policy, optimizer, ro: Rollouts, advan
         for start in range(0, R * world, cfg.minibatch):
             rows = [i - offset for i in order[start: start + cfg.minibatch] if offset <= i < offset + R]
             optimizer.zero_grad(set_to_none=True)
-            loss = clip_share = kl = torch.zeros(())
+            loss = clip_share = kl = torch.zeros((), device=old.device)
             if rows:
                 new = action_logps(replay(policy, ro, rows))
                 loss, clip_share = ppo_clip_loss(new, old[rows], advantages[rows], mask[rows], cfg.clip)

@@ -17,6 +17,7 @@ import torch
 
 from .. import atp, rl
 from ..config import load_params
+from ..devices import autocast
 from ..evaluation import accuracy_by, evaluate
 from ..inference import load_method
 from ..schema import read_jsonl
@@ -47,16 +48,19 @@ def main():
         examples = read_jsonl(path)
         if params.evaluate.limit:
             examples = examples[: params.evaluate.limit]
-        runs = [evaluate(model, tokenizer, examples, batch_size=params.evaluate.batch_size,
-                         max_new_tokens=params.evaluate.max_new_tokens, keep_thoughts=decoder is not None, **run)
-                for _ in range(repeats)]
+        with autocast(model.device, params.evaluate.bf16):
+            runs = [evaluate(model, tokenizer, examples, batch_size=params.evaluate.batch_size,
+                             max_new_tokens=params.evaluate.max_new_tokens, keep_thoughts=decoder is not None,
+                             **run)
+                    for _ in range(repeats)]
         metrics, predictions = runs[0]
         if repeats > 1:  # sampled thoughts: the mean over repeated runs (predictions: the first)
             metrics["accuracy_runs"] = [m["accuracy"] for m, _ in runs]
             metrics["accuracy"] = sum(metrics["accuracy_runs"]) / repeats
             metrics["tokens"] = sum(m["tokens"] for m, _ in runs) / repeats
         if decoder is not None:
-            metrics.update(atp_readouts(decoder, tokenizer, examples, predictions, params))
+            with autocast(model.device, params.evaluate.bf16):
+                metrics.update(atp_readouts(decoder, tokenizer, examples, predictions, params))
         # svamp / gsm_hard rows say how they were varied: accuracy per variation shows which hurts
         by_variation = accuracy_by(predictions, lambda p: p.get("meta", {}).get("variation"))
         # accuracy by number of gold reasoning steps: how a method degrades with depth

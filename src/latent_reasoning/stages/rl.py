@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 
 from .. import atp, latent_rl, rl
 from ..config import load_params
+from ..devices import pick_device
 from ..evaluation import evaluate
 from ..inference import default_model_dir
 from ..modeling import load_checkpoint
@@ -45,7 +46,7 @@ def load_policy(run: str, params, start_dir: Path) -> rl.Policy:
     if kind == "atp":
         heads = atp.load_heads(start_dir, model.config.hidden_size, rl.start_method(run))
         decoder = load_checkpoint(start_dir / atp.DECODER_DIR, f"{start_dir}/{atp.DECODER_DIR} (the step decoder)")
-    return rl.Policy(kind, model, tokenizer, params.coconut, heads, decoder)
+    return rl.Policy(kind, model, tokenizer, params.coconut, heads, decoder, bf16=params.train.bf16)
 
 
 def validate(policy: rl.Policy, valid, params) -> float | None:
@@ -53,8 +54,9 @@ def validate(policy: rl.Policy, valid, params) -> float | None:
     if not is_main_process():
         barrier()
         return None
-    metrics, _ = evaluate(policy.model, policy.tokenizer, valid, batch_size=params.train.eval_batch_size,
-                          max_new_tokens=params.train.eval_max_new_tokens, **rl.inference_kwargs(policy))
+    with policy.autocast():
+        metrics, _ = evaluate(policy.model, policy.tokenizer, valid, batch_size=params.train.eval_batch_size,
+                              max_new_tokens=params.train.eval_max_new_tokens, **rl.inference_kwargs(policy))
     barrier()
     return metrics["accuracy"]
 
@@ -92,7 +94,7 @@ def start_value_head(policy: rl.Policy, cfg: rl.RlConfig, train_examples, seed: 
     heldout, value, pool = value_split(cfg, train_examples, seed)
     ans = latent_rl.answer_all(policy, value, cfg.max_new_tokens)
     states, mask = latent_rl.value_data(policy, ans)
-    head = latent_rl.ValueHead(states.shape[-1], lcfg.hidden, lcfg.dropout)
+    head = latent_rl.ValueHead(states.shape[-1], lcfg.hidden, lcfg.dropout).to(states.device)
     fitted = latent_rl.fit_value_head(head, states, mask, ans.correct, lcfg, torch.Generator().manual_seed(seed))
     auc, z, correct = heldout_auc(policy, head, heldout, cfg.max_new_tokens)
     summary = {**fitted, "value_auc_before": auc, "value_auc_before_z": z, "heldout_rollouts": len(heldout),
@@ -112,7 +114,8 @@ def train_run(run: str, args: argparse.Namespace, threads: int) -> dict:
     if args.start_root:
         start_dir = Path(args.start_root) / start_dir
     out = rl.model_dir(run, args.out)
-    policy = load_policy(run, params, start_dir)
+    # one GPU per process where there are GPUs (the rank's own under a launcher), else the CPU
+    policy = load_policy(run, params, start_dir).to(pick_device())
     weights = rl.run_weights(run, cfg)
     if rl.method(run) == "grpo":  # the starting policy, frozen: KL to it is logged (and penalised with kl_coef)
         reference = rl.Policy(policy.kind, copy.deepcopy(policy.model), policy.tokenizer, policy.ccfg,
@@ -149,7 +152,8 @@ def train_run(run: str, args: argparse.Namespace, threads: int) -> dict:
                                                                               params.base.seed)
         else:  # the head comes back from the checkpoint, fitted as it was
             heldout, _, pool = value_split(cfg, train_examples, params.base.seed)
-            head = latent_rl.ValueHead(policy.model.config.hidden_size, cfg.latent_rl.hidden, cfg.latent_rl.dropout)
+            head = latent_rl.ValueHead(policy.model.config.hidden_size, cfg.latent_rl.hidden,
+                                       cfg.latent_rl.dropout).to(policy.device)
         critic_opt = torch.optim.AdamW(head.parameters(), lr=cfg.latent_rl.critic_lr, weight_decay=0.01)
         modules["value_head"], optimizers["critic"] = head, critic_opt
     if state is not None:
@@ -206,7 +210,7 @@ def train_run(run: str, args: argparse.Namespace, threads: int) -> dict:
         policy.decoder.save_pretrained(out / atp.DECODER_DIR)
         policy.tokenizer.save_pretrained(out / atp.DECODER_DIR)
     if rl.method(run) == "latent_rl":
-        save_file(head.state_dict(), out / latent_rl.VALUE_HEAD_FILE)
+        save_file({k: v.cpu() for k, v in head.state_dict().items()}, out / latent_rl.VALUE_HEAD_FILE)
     print(f"{run}: validation accuracy {before:.3f} -> {after:.3f}, {summary['train_minutes']:.1f} min")
     checkpoint.finish()
     return summary
