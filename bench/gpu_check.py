@@ -2,12 +2,12 @@
 small GPT-2 built from its config and the generated data; prints each stage's wall time,
 training steps per second and peak GPU memory, in fp32 and with bf16 autocast.
 
-    python bench/gpu_check.py                 # both precisions, in a temporary folder
-    python bench/gpu_check.py --bf16 only --keep /tmp/check
+    python bench/gpu_check.py                 # the GPU-marked tests, then both precisions
+    python bench/gpu_check.py --bf16 only --keep /tmp/check --no-tests
 
 Runs on the CPU too (the same stages, no memory figures): that is how it is checked
 without a GPU. Together with the GPU-marked tests (`pytest -k gpu`) it is the issue's GPU
-check; docs/benchmarks.md records its figures. Every stage runs in this process, one
+check (it runs them first); docs/benchmarks.md records its figures. Every stage runs in this process, one
 variant at a time, so the peak memory of each is this process's."""
 
 from __future__ import annotations
@@ -102,11 +102,15 @@ def main():
     ap.add_argument("--bf16", choices=["both", "only", "off"], default="both")
     ap.add_argument("--keep", help="run in this folder and keep it (default: a temporary one)")
     ap.add_argument("--tiny", action="store_true", help="a tiny model and a few steps (a CPU check of the script)")
+    ap.add_argument("--no-tests", action="store_true", help="skip the GPU-marked tests (pytest -k gpu)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not args.no_tests:  # skipped without a GPU, so they say nothing on the CPU
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", str(ROOT / "tests"), "-k", "gpu"], cwd=ROOT,
+                       check=True)
     if args.bf16 == "both":  # one process per precision: accelerate's state is fixed once per process
         for flag in ("off", "only"):
-            rest = (["--keep", args.keep] if args.keep else []) + (["--tiny"] if args.tiny else [])
+            rest = (["--keep", args.keep] if args.keep else []) + (["--tiny"] if args.tiny else []) + ["--no-tests"]
             subprocess.run([sys.executable, __file__, "--bf16", flag, *rest], check=True)
         return
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (no GPU: no memory figures)"

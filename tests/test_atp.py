@@ -145,6 +145,47 @@ def test_loss_parts_and_gradients(tokenizer):
     assert batch.groups == 2  # stage 2: two groups of slots
 
 
+def test_the_decoder_loss_as_a_token_mean_or_as_the_reference_sums_each_step_text(tokenizer):
+    """decoder_ce "token": per group, the CE summed over its target tokens / their number;
+    "sequence" (the reference code's): / the number of rows' texts, so each text's token CE
+    is summed. Computed here by hand from the decoder's per-row, per-group losses."""
+    model, decoder = tiny_model(tokenizer), tiny_model(tokenizer, seed=1)
+    heads = atp.AtpHeads(32)
+    batch = atp.make_batch(tokenizer, EXAMPLES, "atp_vae", CFG.final_stage, CFG)
+    parts = {}
+    for ce in ("token", "sequence"):
+        torch.manual_seed(5)  # the same sampled thoughts both times
+        parts[ce] = atp.atp_loss(model, heads, decoder, batch, CFG, kl_weight=0.001, decoder_ce=ce)
+        assert torch.allclose(parts[ce].loss.detach(), parts[ce].ce + 0.001 * parts[ce].kl
+                              + (parts[ce].decoder + parts[ce].stop) / batch.groups, atol=1e-5)
+    states = _thought_states(model, heads, batch)
+    torch.manual_seed(5)  # the same draws again, in the same order
+    z = torch.stack([heads.thought(h, sample=True)[0] for h in states], 1)
+    B, G = len(EXAMPLES), batch.groups
+    sums, counts = atp.decoder_loss(decoder, z.view(B * G, CFG.c_thought, -1), batch.decoder_ids.flatten(0, 1),
+                                    batch.decoder_labels.flatten(0, 1))
+    sums, counts = sums.view(B, G), counts.view(B, G)
+    token = sum(sums[:, g].sum() / counts[:, g].sum() for g in range(G))
+    sequence = sum(sums[:, g].sum() / (counts[:, g] > 0).sum() for g in range(G))
+    assert torch.allclose(parts["token"].decoder, token.detach(), atol=1e-5)
+    assert torch.allclose(parts["sequence"].decoder, sequence.detach(), atol=1e-4)
+    assert parts["sequence"].decoder > 3 * parts["token"].decoder  # a step text has several tokens
+    assert torch.equal(parts["token"].ce, parts["sequence"].ce)
+
+
+def _thought_states(model, heads, batch):
+    """The hidden states the thought hook sees, in order (the forward run again, recording)."""
+    states = []
+
+    def hook(h):
+        states.append(h)
+        return heads.thought(h, sample=True)[0]
+
+    torch.manual_seed(5)
+    latent_forward(model, batch.latent, thought_fn=hook)
+    return states
+
+
 def test_batched_generation_with_stop_equals_one_row_at_a_time(tokenizer):
     model = tiny_model(tokenizer)
     torch.manual_seed(3)
@@ -184,6 +225,7 @@ def test_readout_scores_stop_and_decoded_steps():
 
 @pytest.mark.parametrize("atp_params, complaint", [
     ({"kl_weight": -0.1}, "atp.kl_weight"),
+    ({"decoder_loss": "mean"}, "atp.decoder_loss"),
     ({"variants": ["atp_vae", "atp_sometimes"]}, "atp.variants"),
     ({"eval_sample": "maybe"}, "atp.eval_sample"),
     ({"eval_repeats": 4}, "atp.eval_repeats"),

@@ -23,7 +23,8 @@ row's last thought, which is what the stop head decides on. Loss:
         + (decoder CE + stop CE) / groups
 
 KL is averaged over dimensions and over the thoughts rows really use; the decoder's CE
-is a per-group token mean; groups past a row's last step decode to eos alone and carry
+is a per-group token mean (`atp.decoder_loss: token`) or, as the reference code, each
+row's step text's token CE summed and averaged over the rows (`sequence`); groups past a row's last step decode to eos alone and carry
 the stop label. The variants (`atp.variants`):
 
     atp_vae       the method
@@ -53,6 +54,7 @@ from .schema import Example
 from .tokenizer import LATENT
 
 VARIANTS = ("atp_vae", "atp_no_vae", "atp_no_stop")
+DECODER_LOSSES = ("token", "sequence")
 MODELS_ROOT = "models/atp"  # the atp stage's output: one folder per variant
 HEADS_FILE = "atp_heads.safetensors"  # beside the main model's files
 DECODER_DIR = "decoder"  # the step decoder, a subfolder of the variant's folder
@@ -62,6 +64,9 @@ DECODER_DIR = "decoder"  # the step decoder, a subfolder of the variant's folder
 class AtpConfig:
     variants: tuple = VARIANTS
     kl_weight: float = 0.001  # the paper's beta, on the per-dimension mean KL
+    # the step decoder's CE per group: "token", a mean over the group's target tokens; or
+    # "sequence", as the reference code: each step text's token CE summed, averaged over rows
+    decoder_loss: str = "token"
     eval_sample: bool = False  # test time: z = mu (False, deterministic) or sampled
     eval_repeats: int = 1  # with eval_sample: accuracy is the mean over this many runs
     decode_max_tokens: int = 24  # reading a step group back to text
@@ -70,6 +75,8 @@ class AtpConfig:
     def __post_init__(self):
         if not isinstance(self.kl_weight, (int, float)) or self.kl_weight < 0:
             raise ValueError(f"atp.kl_weight must be >= 0, got {self.kl_weight!r}")
+        if self.decoder_loss not in DECODER_LOSSES:
+            raise ValueError(f"atp.decoder_loss must be one of {list(DECODER_LOSSES)}, got {self.decoder_loss!r}")
         for name in ("eval_repeats", "decode_max_tokens", "jobs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"atp.{name} must be >= 1, got {getattr(self, name)}")
@@ -227,7 +234,7 @@ class AtpLoss:
     loss: torch.Tensor
     ce: torch.Tensor  # the main model's CE on the remaining steps and the answer
     kl: torch.Tensor
-    decoder: torch.Tensor  # sum over groups of the per-group token-mean CE
+    decoder: torch.Tensor  # sum over groups of the per-group CE (token or sequence mean)
     stop: torch.Tensor  # sum over groups of the stop CE
 
 
@@ -246,7 +253,7 @@ def decoder_loss(decoder, z_groups, ids, labels):
 
 
 def atp_loss(model, heads: AtpHeads, decoder, batch: AtpBatch, cfg: CoconutConfig, kl_weight: float,
-             generator: torch.Generator | None = None) -> AtpLoss:
+             generator: torch.Generator | None = None, decoder_ce: str = "token") -> AtpLoss:
     c, G = cfg.c_thought, batch.groups
     record = []
 
@@ -268,8 +275,10 @@ def atp_loss(model, heads: AtpHeads, decoder, batch: AtpBatch, cfg: CoconutConfi
 
     per_group, counts = decoder_loss(decoder, z.view(B * G, c, H), batch.decoder_ids.flatten(0, 1),
                                      batch.decoder_labels.flatten(0, 1))
-    per_group, counts = per_group.view(B, G).sum(0), counts.view(B, G).sum(0)
-    dec = (per_group / counts.clamp(min=1)).sum()
+    counts = counts.view(B, G)
+    # per group: a mean over its target tokens ("token"), or over its rows' texts ("sequence")
+    per = counts.sum(0) if decoder_ce == "token" else (counts > 0).sum(0)
+    dec = (per_group.view(B, G).sum(0) / per.clamp(min=1)).sum()
 
     if heads.stop is not None:
         stop_logits = heads.stop(z[:, ::c])  # (B, G, 2): at the first thought of each group

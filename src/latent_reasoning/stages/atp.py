@@ -64,7 +64,7 @@ def train_variant(variant: str, args: argparse.Namespace, threads: int) -> dict:
     live = open_live(live_dir, resume=checkpoint.state is not None)
 
     def loss_fn(m, batch):
-        parts = atp.atp_loss(m.main, m.heads, m.decoder, batch, cfg, kl_weight)
+        parts = atp.atp_loss(m.main, m.heads, m.decoder, batch, cfg, kl_weight, decoder_ce=acfg.decoder_loss)
         return {"loss": parts.loss, "ce": parts.ce, "kl": parts.kl, "decoder": parts.decoder, "stop": parts.stop}
 
     def accuracy(m, stage):
