@@ -184,3 +184,35 @@ def test_checkpoint_params_are_validated(tmp_path):
     path = write_params(tmp_path / "params.yaml", base={"checkpoint_every": -1})
     with pytest.raises(ConfigError, match="base.checkpoint_every"):
         load_params(path)
+
+
+def test_a_second_run_of_one_name_is_refused_while_the_first_holds_the_folder(tmp_path):
+    """The lock is a process's: another process holding it (a run of the same name and
+    resume_dir) makes load() an error that names the folder; once that process is killed
+    (SIGKILL), the lock is free and the run goes ahead."""
+    root = tmp_path / ".resume"
+    lock = root / "atp" / "atp_vae.lock"
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, sys, time
+os.makedirs({str(lock.parent)!r}, exist_ok=True)
+fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match="atp_vae.*resume_dir"):
+            Checkpoint(root, "atp/atp_vae", "f", every=1).load()
+        # another name in the same folder is not held up
+        other = Checkpoint(root, "atp/atp_no_vae", "f", every=1)
+        assert other.load() is None
+        other.finish()
+    finally:
+        holder.kill()
+        holder.wait()
+    ck = Checkpoint(root, "atp/atp_vae", "f", every=1)
+    assert ck.load() is None  # the killed holder's lock went with it
+    ck.save(0, 1, {"model": torch.nn.Linear(2, 2)}, {}, {"step": 1})
+    ck.finish()
+    assert not lock.exists() and not root.exists()  # nothing left behind

@@ -22,11 +22,17 @@ with another fingerprint is deleted, never used; a finished run deletes its own.
 Writes are atomic: a snapshot folder is written whole, then the file LATEST names it, so
 a kill at any moment leaves the previous checkpoint or the new one, never half of one.
 Data parallel: rank 0 writes everything but the rank's RNG file, every rank reads.
+
+One run at a time per folder: load() takes an exclusive lock (`<name>.lock`, flock) that
+the process holds until finish() or its death (a SIGKILL releases it too). A second run
+of the same name and resume_dir, started while the first runs, stops with an error
+instead of each discarding or overwriting the other's checkpoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -79,12 +85,39 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+_HELD: dict[Path, int] = {}  # lock file -> the open descriptor holding its lock, in this process
+
+
+def _lock(path: Path) -> None:
+    """Hold an exclusive lock on `path` (created if missing) for this process, or raise."""
+    if path in _HELD:  # this process holds it already (a stage rerun in one process, as tests do)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"resume: another process is running {path.with_suffix('')} (it holds {path}); two runs "
+                           "of one name sharing a resume folder would discard or overwrite each other's "
+                           "checkpoints: wait for it, or give this run its own base.resume_dir") from None
+    _HELD[path] = fd
+
+
+def _unlock(path: Path) -> None:
+    fd = _HELD.pop(path, None)
+    if fd is not None:
+        path.unlink(missing_ok=True)  # gone before the lock: a waiting run then takes a fresh file
+        os.close(fd)
+
+
 class Checkpoint:
     """One run's resumable state. `every` 0 turns writing off (a checkpoint left by an
     earlier run is still honoured or discarded by its fingerprint)."""
 
     def __init__(self, root: str | Path, name: str, fingerprint: str, every: int, dirs=()):
         self.root, self.path = Path(root), Path(root) / name
+        self.lock = self.path.parent / f"{self.path.name}.lock"
         self.fingerprint, self.every = fingerprint, every
         self.dirs = [Path(d) for d in dirs]
         self.tracked = {}  # name -> a random.Random, torch.Generator or list to save and restore
@@ -99,7 +132,10 @@ class Checkpoint:
     # ---- reading -------------------------------------------------------------------
     def load(self) -> dict | None:
         """The latest checkpoint (and its output folders restored), or None. Call before
-        opening the run's DVCLive folder (it is one of the restored ones)."""
+        opening the run's DVCLive folder (it is one of the restored ones). Takes the run's
+        lock first (rank 0): an error if another process holds it."""
+        if is_main_process():
+            _lock(self.lock.absolute())
         latest = self.path / "LATEST"
         if not latest.exists():
             return None
@@ -182,8 +218,11 @@ class Checkpoint:
     def finish(self) -> None:
         """The run is done and its outputs written: its checkpoint must not outlive it."""
         _barrier()
-        if is_main_process() and self.path.exists():
-            shutil.rmtree(self.path)
+        if is_main_process():
+            _unlock(self.lock.absolute())
+        if is_main_process() and (self.path.exists() or self.path.parent.exists()):
+            if self.path.exists():
+                shutil.rmtree(self.path)
             parent = self.path.parent  # empty folders up to <root> go too
             while parent.is_relative_to(self.root) and parent.exists() and not any(parent.iterdir()):
                 parent.rmdir()
