@@ -48,8 +48,13 @@ def init_distributed() -> None:
     (the training loop's Accelerator does this itself; the RL stage has none)."""
     import torch
 
+    from .devices import pick_device
+
     if world_size() > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        device = pick_device()  # this rank's GPU (LOCAL_RANK), or the CPU
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL's collectives run on the current device
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 def shard(items: list, what: str) -> list:
@@ -67,7 +72,10 @@ def sum_over_ranks(value: float) -> float:
 
     if world_size() == 1:
         return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
+    # NCCL reduces CUDA tensors only (gloo: CPU ones)
+    nccl = torch.distributed.get_backend() == "nccl"
+    t = torch.tensor([float(value)], dtype=torch.float64,
+                     device=torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu")
     torch.distributed.all_reduce(t)
     return t.item()
 

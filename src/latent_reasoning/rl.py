@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from . import atp, coconut
+from .devices import autocast, multinomial
 from .evaluation import answers_match, extract_answer
 from .formats import IGNORE, encode_prompt
-from .devices import autocast, multinomial
 from .generation import generate
 from .latent import latent_forward, layout, replay_forward
 from .latent_rl import LatentRlConfig
