@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from latent_reasoning.presets import merge
+
 ROOT = Path(__file__).resolve().parents[1]
 # small but not trivial: 6 layers of 384 (about 11M parameters), short runs of every stage
 SMALL = {
@@ -46,6 +48,7 @@ TINY = {"model": {"n_layer": 2, "n_embd": 64, "n_head": 2},
         "train": {"max_steps": 20, "eval_every": 10, "overrides": {"cot": {}, "nocot": {"max_steps": 10}}},
         "coconut": {"steps_per_stage": 4, "final_stage_steps": 6, "eval_every": 5},
         "rl": {"steps": 2}}
+EVALUATED = ["cot", "coconut", "atp_vae", "atp_rl", "latent_rl"]  # the methods the check evaluates
 STAGES = [  # (stage module, its arguments, the DVCLive folders whose steps it trains)
     ("prepare", [], []),
     ("tokenizer", [], []),
@@ -54,14 +57,7 @@ STAGES = [  # (stage module, its arguments, the DVCLive folders whose steps it t
     ("coconut", [], ["coconut/coconut"]),
     ("atp", [], ["atp/atp_vae"]),
     ("rl", [], [f"rl/{r}" for r in SMALL["rl"]["runs"]]),
-] + [("evaluate", ["--method", m], []) for m in ["cot", "coconut", "atp_vae", "atp_rl", "latent_rl"]]
-
-
-def merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+] + [("evaluate", ["--method", m], []) for m in EVALUATED]
 
 
 def steps_of(folders: list[str]) -> int:
@@ -91,8 +87,7 @@ def run_all(bf16: bool, tiny: bool) -> list[dict]:
                      "steps_per_s": steps / seconds if steps else None,
                      "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})
     accuracy = {m: json.loads(Path(f"reports/eval/{m}/metrics.json").read_text())["gsm"]["accuracy"]
-                for _, argv, _ in STAGES if argv and argv[0] == "--method" and Path(f"reports/eval/{argv[1]}").exists()
-                for m in [argv[1]]}
+                for m in EVALUATED}
     rows.append({"stage": "gsm accuracy", "accuracy": accuracy})
     return rows
 

@@ -53,3 +53,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def torchrun(ranks: int) -> list[str]:
+    """The interpreter arguments that launch `ranks` local processes under torchrun (then
+    the script, or -m and a module)."""
+    return ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_addr", "127.0.0.1",
+            "--master_port", str(free_port())]

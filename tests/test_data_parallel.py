@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from helpers import free_port, write_params
+from helpers import torchrun, write_params
 from test_resume import prepared  # noqa: F401 (a fixture: tiny prepared data and start models)
 
 WORKER = Path(__file__).with_name("dp_worker.py")
@@ -19,8 +19,7 @@ WORKER = Path(__file__).with_name("dp_worker.py")
 
 def run(out: Path, method: str, batch: int, ranks: int):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    launch = [] if ranks == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
-                                    "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    launch = [] if ranks == 1 else torchrun(ranks)
     done = subprocess.run([sys.executable, *launch, str(WORKER), str(out), "--method", method,
                            "--batch", str(batch), "--steps", "3"],
                           env=env, capture_output=True, text=True, timeout=600)
@@ -51,8 +50,7 @@ def test_two_ranks_at_batch_b_train_as_one_process_at_2b_and_only_rank_0_writes(
 
 def test_a_global_batch_that_does_not_split_over_the_ranks_is_an_error(tmp_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(WORKER),
+    done = subprocess.run([sys.executable, *torchrun(2), str(WORKER),
                            str(tmp_path / "odd"), "--method", "sft", "--batch", "7", "--steps", "1"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
@@ -64,9 +62,7 @@ def test_the_rl_stage_runs_under_two_ranks_and_only_rank_0_writes(prepared, tmp_
     share of every step's questions; the models, logs and summary come from rank 0 alone."""
     params = write_params(tmp_path / "params.yaml", rl={"steps": 2, "questions": 2})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                           "-m", "latent_reasoning.stages.rl", "--params", str(params),
+    done = subprocess.run([sys.executable, *torchrun(2), "-m", "latent_reasoning.stages.rl", "--params", str(params),
                            "--data", str(prepared / "data/prepared"), "--start-root", str(prepared),
                            "--rl-run", "atp_rl", "--rl-run", "latent_rl"],  # torchrun takes --run as its --run-path
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import free_port, run_stage, write_params
+from helpers import run_stage, torchrun, write_params
 from latent_reasoning.config import ConfigError, load_params
 from latent_reasoning.resume import Checkpoint, fingerprint
 
@@ -33,8 +33,7 @@ def stage(cwd: Path, name: str, params: Path, data: Path, kill_at=None, ranks: i
     checkpoint is at or past that point. Returns (returncode, output)."""
     argv, run, _ = STAGE_ARGS[name]
     module = "rl" if name == "latent_rl" else name
-    launch = [] if ranks == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
-                                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m"]
+    launch = [] if ranks == 1 else [*torchrun(ranks), "-m"]
     argv = ["--rl-run" if a == "--run" else a for a in argv]  # torchrun would read --run as its --run-path
     cmd = [sys.executable, *(launch or ["-m"]), f"latent_reasoning.stages.{module}", "--params", str(params),
            "--data", str(data / "data/prepared"), *argv]

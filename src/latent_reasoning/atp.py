@@ -24,8 +24,8 @@ row's last thought, which is what the stop head decides on. Loss:
 
 KL is averaged over dimensions and over the thoughts rows really use; the decoder's CE
 is a per-group token mean (`atp.decoder_loss: token`) or, as the reference code, each
-row's step text's token CE summed and averaged over the rows (`sequence`); groups past a row's last step decode to eos alone and carry
-the stop label. The variants (`atp.variants`):
+row's step text's token CE summed and averaged over the rows (`sequence`); groups past
+a row's last step decode to eos alone and carry the stop label. The variants (`atp.variants`):
 
     atp_vae       the method
     atp_no_vae    a deterministic head (z = mu, no log-variance, no KL)

@@ -117,7 +117,7 @@ class Checkpoint:
 
     def __init__(self, root: str | Path, name: str, fingerprint: str, every: int, dirs=()):
         self.root, self.path = Path(root), Path(root) / name
-        self.lock = self.path.parent / f"{self.path.name}.lock"
+        self.lock = (self.path.parent / f"{self.path.name}.lock").absolute()
         self.fingerprint, self.every = fingerprint, every
         self.dirs = [Path(d) for d in dirs]
         self.tracked = {}  # name -> a random.Random, torch.Generator or list to save and restore
@@ -135,7 +135,7 @@ class Checkpoint:
         opening the run's DVCLive folder (it is one of the restored ones). Takes the run's
         lock first (rank 0): an error if another process holds it."""
         if is_main_process():
-            _lock(self.lock.absolute())
+            _lock(self.lock)
         latest = self.path / "LATEST"
         if not latest.exists():
             return None
@@ -219,11 +219,10 @@ class Checkpoint:
         """The run is done and its outputs written: its checkpoint must not outlive it."""
         _barrier()
         if is_main_process():
-            _unlock(self.lock.absolute())
-        if is_main_process() and (self.path.exists() or self.path.parent.exists()):
+            _unlock(self.lock)
             if self.path.exists():
                 shutil.rmtree(self.path)
-            parent = self.path.parent  # empty folders up to <root> go too
+            parent = self.path.parent  # empty folders up to <root> go too (the lock's too)
             while parent.is_relative_to(self.root) and parent.exists() and not any(parent.iterdir()):
                 parent.rmdir()
                 parent = parent.parent

@@ -334,12 +334,12 @@ def latent_masks(n_thoughts: torch.Tensor, slots: int, c: int):
     return latent.float(), stop_mask.float(), decision
 
 
-def padded_actions(actions: list[list[int]], width: int, device=None) -> torch.Tensor:
+def padded_actions(actions: list[list[int]], width: int) -> torch.Tensor:
     """(R, width) the sampled tokens of each rollout, IGNORE past its end."""
     out = torch.full((len(actions), width), IGNORE, dtype=torch.long)
     for i, a in enumerate(actions):
         out[i, : len(a)] = torch.tensor(a, dtype=torch.long)
-    return out.to(device) if device is not None else out
+    return out
 
 
 def token_log_probs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -478,7 +478,7 @@ def recorded_logps(ro: Rollouts) -> dict:
 
 def action_mask(ro: Rollouts) -> torch.Tensor:
     device = ro.token_logp.device
-    tokens = (padded_actions(ro.actions, ro.token_logp.shape[1], device) != IGNORE).float()
+    tokens = (padded_actions(ro.actions, ro.token_logp.shape[1]).to(device) != IGNORE).float()
     if ro.z is None:
         return tokens
     latent, stop, _ = latent_masks(torch.tensor(ro.n_thoughts, device=device), ro.z.shape[1],
