@@ -1,7 +1,8 @@
 """How a trained model does on each single svamp variation and on enlarged numbers, to see
 which part of a held-out set it has not learned: python scripts/probe_variations.py MODEL_DIR [--n 300]
 
-Problems are drawn fresh (seed 5) from the default generator, each rendered plain, with one
+Problems are drawn fresh (seed 5) from params.yaml's generator (its text and step
+format, so the model reads the form it was trained on), each rendered plain, with one
 variation (reordered, distractor, other_quantity) or enlarged by x10, x10-12, x10-30 and
 x2-5; greedy accuracy per rendering is printed. A diagnostic, not a held-out set: the
 chains may overlap training's."""
@@ -12,7 +13,8 @@ import random
 import torch
 
 from latent_reasoning.evaluation import evaluate
-from latent_reasoning.generator import VARIATIONS, GeneratorConfig, generate_unique, realize, vary
+from latent_reasoning.config import load_params
+from latent_reasoning.generator import VARIATIONS, generate_unique, realize, vary
 from latent_reasoning.modeling import load_checkpoint
 from latent_reasoning.tokenizer import load_tokenizer
 
@@ -22,15 +24,18 @@ def main():
     ap.add_argument("model_dir")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_checkpoint(args.model_dir), load_tokenizer(args.model_dir)
     rng = random.Random(5)
-    problems = generate_unique(rng, args.n, (2, 4), GeneratorConfig(), set())
-    sets = {"plain": [realize(p) for p in problems]}
-    sets.update({k: [vary(rng, p, (k,)) for p in problems] for k in VARIATIONS})
+    cfg = load_params(args.params).data.generator
+    fmt = dict(step_names=cfg.step_names, question_first=cfg.question_first)
+    problems = generate_unique(rng, args.n, (2, 4), cfg, set())
+    sets = {"plain": [realize(p, **fmt) for p in problems]}
+    sets.update({k: [vary(rng, p, (k,), **fmt) for p in problems] for k in VARIATIONS})
     for name, (lo, hi) in {"x10": (10, 10), "x10-12": (10, 12), "x10-30": (10, 30), "x2-5": (2, 5)}.items():
-        sets[name] = [realize(p.scaled(rng.randint(lo, hi))) for p in problems]
+        sets[name] = [realize(p.scaled(rng.randint(lo, hi)), **fmt) for p in problems]
     for name, examples in sets.items():
         metrics, _ = evaluate(model, tok, examples, batch_size=300, max_new_tokens=60)
         print(f"{name}: {metrics['accuracy']:.3f}")

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from latent_reasoning.generator import (SVAMP_COMBINATIONS, VARIATIONS, GeneratorConfig, SplitSizes, generate_splits,
-                                        realize, sample_problem)
+from latent_reasoning.generator import (QUESTION_VARIATIONS, VARIATIONS, GeneratorConfig, SplitSizes,
+                                        generate_splits, realize, sample_problem, svamp_combinations)
 from latent_reasoning.schema import STEP_RE, step_result
 
 SIZES = SplitSizes(train=3000, valid=100, test=200)
@@ -113,23 +113,34 @@ def _check_variation(ex, base, kinds):
     kept = [f for f in ex_facts if f in base_facts]
     assert sorted(kept) == sorted(base_facts)
     assert (kept != base_facts) == ("reordered" in kinds), (kinds, ex.question)
-    # another quantity: the question asks about someone earlier in the chain, answered by
-    # a prefix of the steps
+    # another question: about someone earlier in the chain (answered by a prefix of the
+    # steps) or the last two people's total (one step more, adding their counts)
     other = ex.question.split("How")[1] != base.question.split("How")[1]
-    assert other == ("other_quantity" in kinds), (kinds, ex.question)
-    if other:
+    assert other == any(k in QUESTION_VARIATIONS for k in kinds), (kinds, ex.question)
+    if "other_quantity" in kinds:
         assert len(ex.steps) < len(base.steps) and ex.steps == base.steps[: len(ex.steps)]
+    elif "together" in kinds:
+        assert ex.steps[:-1] == base.steps
+        results = [step_result(s) for s in base.steps]
+        a, b = results[-2] if len(results) > 1 else re.search(r"\d+", base.question).group(), results[-1]
+        assert formula(ex.steps[-1]) == f"<<{a}+{b}={int(a) + int(b)}>>" and ex.answer == str(int(a) + int(b))
+        assert ex.question.endswith(" together?")
     else:
         assert ex.steps == base.steps and ex.answer == base.answer
 
 
-def test_svamp_combines_two_or_three_variations(splits):
+@pytest.mark.parametrize("variations", [GeneratorConfig().variations, VARIATIONS])
+def test_svamp_combines_two_or_three_variations(variations):
+    cfg = GeneratorConfig(variations=variations)
+    splits = generate_splits(0, cfg, SIZES)
     combos = {ex.meta["variation"] for ex in splits["test_svamp"]}
-    assert combos == {"+".join(c) for c in SVAMP_COMBINATIONS}  # every combination occurs
+    assert combos == {"+".join(c) for c in svamp_combinations(variations)}  # every combination occurs
     for ex, base in zip(splits["test_svamp"], splits["test_gsm"]):
         kinds = ex.meta["variation"].split("+")
-        assert len(kinds) >= 2
+        assert 2 <= len(kinds) and set(kinds) <= set(variations)
+        assert sum(k in QUESTION_VARIATIONS for k in kinds) <= 1  # two questions cannot be asked at once
         _check_variation(ex, base, kinds)
+        assert len(ex.steps) <= 4  # never longer than training's longest (that is `longer`'s test)
 
 
 def variations_in(ex) -> set:
@@ -153,10 +164,14 @@ def variations_in(ex) -> set:
     asked = question.split(" does ")[1].split()[0] if " does " in question else None
     if asked in refers.values():
         found.add("other_quantity")  # someone later in the chain depends on the one asked about
+    if question.endswith(" together?"):
+        found.add("together")
     return found
 
 
-def test_variations_are_where_they_should_be(splits):
+@pytest.mark.parametrize("variations", [GeneratorConfig().variations, VARIATIONS])
+def test_variations_are_where_they_should_be(variations):
+    splits = generate_splits(0, GeneratorConfig(variations=variations), SIZES)
     for ex in splits["test_gsm"] + splits["test_gsm_hard"] + splits["valid"]:
         assert variations_in(ex) == set(), ex
     for ex in splits["test_svamp"]:
@@ -173,8 +188,9 @@ def test_train_carries_each_variation_alone_in_its_share():
     share = {k: kinds.count(k) / len(train) for k in set(kinds)}
     # the shares asked for (binomial noise at n = 6000 is about 0.005)
     assert abs(share["enlarged"] - 0.1) < 0.02
-    assert abs(sum(share[k] for k in VARIATIONS) - 0.15) < 0.02
-    assert all(share[k] > 0.03 for k in VARIATIONS)  # each variation, alone
+    assert abs(sum(share[k] for k in cfg.variations) - 0.15) < 0.02
+    assert all(abs(share[k] - 0.05) < 0.015 for k in cfg.variations)  # each variation alone, an equal share
+    assert "other_quantity" not in share  # not configured, so absent
     assert not any(k and "+" in k for k in kinds)  # never two at once: that is svamp's
 
 
@@ -221,18 +237,21 @@ ASKED_RE = re.compile(r"How many \w+ (?:does (\w+) have|do (\w+) and (\w+) have 
 
 def test_each_step_names_the_person_it_computes_and_the_last_one_is_asked_about():
     # a fact "X has ... than Y." makes X's count from Y's: the steps walk that chain by name
-    splits = generate_splits(0, GeneratorConfig(step_names=True), SIZES)
+    splits = generate_splits(0, GeneratorConfig(step_names=True, variations=VARIATIONS), SIZES)
     for name, examples in splits.items():
         for ex in examples:
             sources = dict(re.findall(r"(\w+) has [^.]*? (?:than|as many as) (\w+)\.", ex.question))
             start = re.search(r"(\w+) has \d+ \w+\.", ex.question).group(1)
             people = [s[: s.index(" <<")] for s in ex.steps]
             chain = [start]
+            if ex.question.endswith(" together?"):  # the total names the last two people
+                assert people[-1] == f"{people[-3] if len(people) > 2 else start} and {people[-2]}"
+                people = people[:-1]
             for who in people:
                 assert sources[who] == chain[-1], (name, ex)  # computed from the one before
                 chain.append(who)
-            asked = ASKED_RE.search(ex.question).groups()
-            assert people[-1] == asked[0], (name, ex)  # other_quantity too: it stops there
+            asked = [a for a in ASKED_RE.search(ex.question).groups() if a]
+            assert people[-1] == asked[-1], (name, ex)  # other_quantity too: it stops there
     other = [ex for ex in splits["test_svamp"] if "other_quantity" in ex.meta["variation"]]
     assert other
 
@@ -246,3 +265,17 @@ def test_step_names_off_gives_bare_formulas():
             assert a.question == b.question and a.answer == b.answer  # the same problems
             assert [formula(s) for s in a.steps] == list(b.steps)
             assert all(s.startswith("<<") for s in b.steps)
+
+
+def test_question_first_moves_only_the_question():
+    # the same problems, steps and answers; the question sentence leads instead of closing
+    cfg = GeneratorConfig(question_first=True)
+    first = generate_splits(3, cfg, SplitSizes(300, 10, 20))
+    last = generate_splits(3, GeneratorConfig(), SplitSizes(300, 10, 20))
+    for split in last:
+        for a, b in zip(first[split], last[split]):
+            assert (a.steps, a.answer, a.meta) == (b.steps, b.answer, b.meta)
+            facts, question = b.question.split(" How many ")
+            assert a.question == f"How many {question} {facts}", (split, a)
+            # the variations read from the text are the ones the row records
+            assert variations_in(b) == set(b.meta.get("variation", "").split("+")) & set(VARIATIONS)

@@ -4,17 +4,16 @@ Every problem is a chain of people, each holding some number of one kind of obje
 
     Ava has 12 apples. Ben has 5 more than Ava. Cal has 3 times as many as Ben.
     How many apples does Cal have?
-    steps: Ben <<12+5=17>>  Cal <<17*3=51>>   answer: 51
+    steps: <<12+5=17>>  <<17*3=51>>   answer: 51
 
 The first person's count is given; every later person's count is the previous one's
-changed by one operation (+, -, *, exact /), which is one reasoning step. Optionally
-the question asks for the last two people's total (one more step, `<<a+b=c>>`).
-Every step is a correct formula and the answer is the last step's result. Each step
-names the person whose count it computes (`step_names`; GSM8k-Aug's steps are bare
-formulas): with the name written, stopping at the person a question asks about, or
-finding the next fact when the facts are shuffled, is a match of two names; without it a
-small model never learned to stop early (svamp 6% for CoT-SFT, its intermediate-person
-questions 4.7% even alone: reports/experiments/data_design/).
+changed by one operation (+, -, *, exact /), which is one reasoning step. A question may
+instead ask for the last two people's total (one more step, `<<a+b=c>>`).
+Every step is a correct formula and the answer is the last step's result. Steps are bare
+formulas, as GSM8k-Aug's; `step_names` writes each after the person it computes
+(`Ben <<12+5=17>>`) and `question_first` puts the question before the facts: both were
+trials to make a question about an intermediate person learnable, and neither did
+(reports/experiments/data_design/).
 
 The language is deliberately plain: a small model trained from scratch in minutes
 has to learn the arithmetic and which number to copy; prose variety would only cost
@@ -23,8 +22,8 @@ tokens. The test sets mirror the four benchmarks of the ATP-Latent paper:
     gsm         in distribution (the GSM8K role)
     gsm_hard    the same test problems, given numbers enlarged (how GSM-Hard was made)
     svamp       the test problems, each with two or three variations combined: facts
-                reordered, an irrelevant sentence added, the question asking about an
-                intermediate quantity
+                reordered, an irrelevant sentence added, the question asking for the
+                last two people's total (or, configurable, about an intermediate person)
     multiarith  short 2-3 step problems
     longer      more steps than any training problem (length generalisation)
 
@@ -44,7 +43,7 @@ examples, so disjoint question texts alone would not ensure that).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .schema import Example
 
@@ -66,12 +65,17 @@ class GeneratorConfig:
     # training problems whose given numbers are enlarged by a factor in data.hard_factor,
     # as every gsm_hard problem is: the test's numbers are known tokens, though rare ones
     large_prob: float = 0.2
-    # training problems carrying exactly one SVAMP variation (reordered facts, an
-    # irrelevant sentence, a question about an intermediate quantity); svamp combines them
+    # training problems carrying exactly one SVAMP variation; svamp combines them
     variation_prob: float = 0.3
+    # which variations (of VARIATIONS below): facts reordered, an irrelevant sentence, the
+    # question asking for the last two people's total, or asking about an intermediate person
+    variations: tuple = ("reordered", "distractor", "together")
     # each step after the name of the person it computes ("Cal <<17*3=51>>"); false (the
     # default, as params.yaml's): bare formulas, as GSM8k-Aug's
     step_names: bool = False
+    # the question before the facts ("How many shells does Fay have? Ned has 30 shells.
+    # ..."): every fact can then see, as it is read, whether it is about the person asked
+    question_first: bool = False
 
     def __post_init__(self):
         if not (0 < self.start_min <= self.value_max):
@@ -81,6 +85,10 @@ class GeneratorConfig:
         for name in ("together_prob", "large_prob", "variation_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"generator.{name} must be in [0, 1], got {getattr(self, name)}")
+        unknown = [v for v in self.variations if v not in VARIATIONS]
+        if unknown or len(set(self.variations)) < 2 or len(set(self.variations)) < len(self.variations):
+            raise ValueError(f"generator.variations must be two or more distinct of {VARIATIONS}, "
+                             f"got {list(self.variations)}")
         if self.large_prob + self.variation_prob > 1:
             raise ValueError(f"generator: large_prob + variation_prob must be <= 1, got "
                              f"{self.large_prob} + {self.variation_prob}")
@@ -182,14 +190,15 @@ def relation_sentence(name: str, prev: str, op: str, b: int) -> str:
 
 
 def realize(p: Problem, *, order: list[int] | None = None, distractor: str | None = None,
-            ask: int | None = None, meta: dict | None = None, step_names: bool = True) -> Example:
+            ask: int | None = None, meta: dict | None = None, step_names: bool = True,
+            question_first: bool = False) -> Example:
     """Render a problem as text, steps and answer.
 
     order: permutation of the fact sentences (SVAMP-style reordering; the steps keep
     their dependency order). distractor: an irrelevant sentence inserted before the
     question. ask: index of the person the question is about (default: the last one,
     or the last two's total when `p.together`). step_names: each step after the name of
-    the person it computes."""
+    the person it computes. question_first: the question before the facts."""
     vals = p.values()
     facts = [f"{p.names[0]} has {p.start} {p.obj}."]
     for i, (op, b) in enumerate(p.ops):
@@ -214,7 +223,7 @@ def realize(p: Problem, *, order: list[int] | None = None, distractor: str | Non
         facts = [facts[i] for i in order]
     if distractor:
         facts.append(distractor)
-    text = " ".join(facts + [question])
+    text = " ".join([question] + facts if question_first else facts + [question])
     return Example(text, tuple(steps), str(answer), dict(meta or {}))
 
 
@@ -244,14 +253,22 @@ def generate_unique(rng, n, steps_range, cfg, taken: set, forbidden_heads: set =
     return out
 
 
-VARIATIONS = ("reordered", "distractor", "other_quantity")
+# SVAMP-style variations. The first two keep the computation and change the text (SVAMP's
+# structural invariance); the last two change what is asked (its question sensitivity):
+# the last two people's total is one more step, an intermediate person's count is fewer.
+VARIATIONS = ("reordered", "distractor", "together", "other_quantity")
+QUESTION_VARIATIONS = ("together", "other_quantity")  # at most one of these per problem
 
 
 def vary(rng: random.Random, p: Problem, kinds: tuple[str, ...], meta: dict | None = None,
-         step_names: bool = True) -> Example:
-    """The problem with each SVAMP-style variation in `kinds` applied (any combination):
-    facts reordered, an irrelevant sentence added, the question about an earlier person."""
+         step_names: bool = True, question_first: bool = False) -> Example:
+    """The problem with each SVAMP-style variation in `kinds` applied (any combination with
+    at most one question variation): facts reordered, an irrelevant sentence added, the
+    question about the last two people's total or about an earlier person."""
+    assert sum(k in QUESTION_VARIATIONS for k in kinds) <= 1, kinds
     order = distractor = ask = None
+    if "together" in kinds:
+        p = replace(p, together=True)
     if "reordered" in kinds:
         order = list(range(len(p.ops) + 1))
         while order == sorted(order):
@@ -263,7 +280,19 @@ def vary(rng: random.Random, p: Problem, kinds: tuple[str, ...], meta: dict | No
     if "other_quantity" in kinds:
         ask = rng.choice(_askable(p))
     return realize(p, order=order, distractor=distractor, ask=ask,
-                   meta={**(meta or {}), "variation": "+".join(kinds)}, step_names=step_names)
+                   meta={**(meta or {}), "variation": "+".join(kinds)}, step_names=step_names,
+                   question_first=question_first)
+
+
+def applicable(p: Problem, kind: str, max_steps: int) -> bool:
+    """Whether a variation fits the problem: a total adds a step, so it needs a chain short
+    enough to stay within `max_steps` (the training maximum: a longer problem is the
+    `longer` set's test, not svamp's); an intermediate person needs one to ask about."""
+    if kind == "together":
+        return not p.together and len(p.ops) + 1 <= max_steps
+    if kind == "other_quantity":
+        return bool(_askable(p))
+    return True
 
 
 def _askable(p: Problem) -> list[int]:
@@ -272,16 +301,24 @@ def _askable(p: Problem) -> list[int]:
     return list(range(1, len(p.ops))) + ([len(p.ops)] if p.together else [])
 
 
-# svamp's combinations: every pair of variations and all three, never one alone (training
-# has each alone)
-SVAMP_COMBINATIONS = (("reordered", "distractor"), ("reordered", "other_quantity"),
-                      ("distractor", "other_quantity"), VARIATIONS)
+def svamp_combinations(variations: tuple) -> list[tuple]:
+    """svamp's combinations of the configured variations: every pair and every larger set,
+    never one alone (training has each alone), at most one question variation each."""
+    out = []
+    for mask in range(1, 2 ** len(variations)):
+        combo = tuple(v for i, v in enumerate(variations) if mask >> i & 1)
+        if len(combo) >= 2 and sum(k in QUESTION_VARIATIONS for k in combo) <= 1:
+            out.append(combo)
+    return sorted(out, key=lambda c: (len(c), c))
 
 
-def svamp_variant(rng: random.Random, p: Problem, step_names: bool = True) -> Example:
-    """A test problem with two or three variations combined, chosen at random."""
-    combos = [c for c in SVAMP_COMBINATIONS if "other_quantity" not in c or _askable(p)]
-    return vary(rng, p, rng.choice(combos), step_names=step_names)
+def svamp_variant(rng: random.Random, p: Problem, cfg: "GeneratorConfig", max_steps: int) -> Example:
+    """A test problem with two or more variations combined, chosen at random among those
+    that fit it."""
+    combos = [c for c in svamp_combinations(cfg.variations)
+              if all(applicable(p, k, max_steps) for k in c)]
+    return vary(rng, p, rng.choice(combos), step_names=cfg.step_names,
+                question_first=cfg.question_first)
 
 
 def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: set,
@@ -295,6 +332,8 @@ def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: s
         # chains collide more) keep their share
         u = rng.random()
         kind = "enlarged" if u < cfg.large_prob else "varied" if u < cfg.large_prob + cfg.variation_prob else "plain"
+        # each variation an equal share: drawn first, then a problem it fits
+        variation = rng.choice(cfg.variations) if kind == "varied" else None
         while True:
             attempts += 1
             if attempts > 50 * n + 10_000:
@@ -302,16 +341,16 @@ def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: s
                                  f"with {steps_range} steps; widen value_max/add_max or ask for fewer")
             base = sample_problem(rng, rng.randint(*steps_range), cfg)
             p = base.scaled(rng.randint(*hard_factor)) if kind == "enlarged" else base
-            if p.chain not in taken and _head(p) not in forbidden_heads and _head(base) not in forbidden_heads:
+            fits = variation is None or applicable(p, variation, steps_range[1])
+            if fits and p.chain not in taken and _head(p) not in forbidden_heads and _head(base) not in forbidden_heads:
                 break
         taken.add(p.chain)
         if kind == "enlarged":
-            out.append(realize(p, meta={"variation": "enlarged"}, step_names=cfg.step_names))
+            out.append(realize(p, meta={"variation": "enlarged"}, step_names=cfg.step_names, question_first=cfg.question_first))
         elif kind == "varied":
-            kinds = [k for k in VARIATIONS if k != "other_quantity" or _askable(p)]
-            out.append(vary(rng, p, (rng.choice(kinds),), step_names=cfg.step_names))
+            out.append(vary(rng, p, (variation,), step_names=cfg.step_names, question_first=cfg.question_first))
         else:
-            out.append(realize(p, step_names=cfg.step_names))
+            out.append(realize(p, step_names=cfg.step_names, question_first=cfg.question_first))
     return out
 
 
@@ -337,14 +376,14 @@ def generate_splits(seed: int, cfg: GeneratorConfig, sizes: SplitSizes,
     held_out = {_head(p) for p in test + valid + multiarith + longer + hard}
     train = generate_train(rng, sizes.train, train_steps, cfg, held_out, hard_factor)
 
-    svamp = [svamp_variant(rng, p, cfg.step_names) for p in test]
-    named = cfg.step_names
+    svamp = [svamp_variant(rng, p, cfg, train_steps[1]) for p in test]
+    fmt = dict(step_names=cfg.step_names, question_first=cfg.question_first)
     return {
         "train": train,
-        "valid": [realize(p, step_names=named) for p in valid],
-        "test_gsm": [realize(p, step_names=named) for p in test],
-        "test_gsm_hard": [realize(p, meta={"variation": "enlarged"}, step_names=named) for p in hard],
+        "valid": [realize(p, **fmt) for p in valid],
+        "test_gsm": [realize(p, **fmt) for p in test],
+        "test_gsm_hard": [realize(p, meta={"variation": "enlarged"}, **fmt) for p in hard],
         "test_svamp": svamp,
-        "test_multiarith": [realize(p, step_names=named) for p in multiarith],
-        "test_longer": [realize(p, step_names=named) for p in longer],
+        "test_multiarith": [realize(p, **fmt) for p in multiarith],
+        "test_longer": [realize(p, **fmt) for p in longer],
     }
