@@ -279,3 +279,18 @@ def test_question_first_moves_only_the_question():
             assert a.question == f"How many {question} {facts}", (split, a)
             # the variations read from the text are the ones the row records
             assert variations_in(b) == set(b.meta.get("variation", "").split("+")) & set(VARIATIONS)
+
+
+def test_pair_prob_puts_svamp_pairs_in_training_never_its_triples():
+    cfg = GeneratorConfig(large_prob=0.1, variation_prob=0.15, pair_prob=0.1)
+    train = generate_splits(3, cfg, SplitSizes(train=6000, valid=50, test=50))["train"]
+    kinds = [ex.meta.get("variation") or "" for ex in train]
+    pairs = [k for k in kinds if k.count("+") == 1]
+    assert abs(len(pairs) / len(train) - 0.1) < 0.02
+    assert set(pairs) == {"+".join(c) for c in svamp_combinations(cfg.variations) if len(c) == 2}
+    assert not any(k.count("+") > 1 for k in kinds)  # three at once stays svamp's alone
+    for ex in train:
+        if "+" in (ex.meta.get("variation") or ""):
+            assert variations_in(ex) == set(ex.meta["variation"].split("+")), ex
+    with pytest.raises(ValueError, match="pair_prob"):
+        GeneratorConfig(large_prob=0.5, variation_prob=0.3, pair_prob=0.3)

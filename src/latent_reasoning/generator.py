@@ -67,6 +67,9 @@ class GeneratorConfig:
     large_prob: float = 0.2
     # training problems carrying exactly one SVAMP variation; svamp combines them
     variation_prob: float = 0.3
+    # training problems carrying two variations at once (svamp's pairs, rare in training;
+    # its three-variation combinations stay unseen). 0: svamp's every combination unseen
+    pair_prob: float = 0.0
     # which variations (of VARIATIONS below): facts reordered, an irrelevant sentence, the
     # question asking for the last two people's total, or asking about an intermediate person
     variations: tuple = ("reordered", "distractor", "together")
@@ -82,16 +85,16 @@ class GeneratorConfig:
             raise ValueError(f"generator: need 0 < start_min <= value_max, got {self}")
         if self.add_max < 1 or not (2 <= self.mul_max <= 9):
             raise ValueError(f"generator: need add_max >= 1 and 2 <= mul_max <= 9, got {self}")
-        for name in ("together_prob", "large_prob", "variation_prob"):
+        for name in ("together_prob", "large_prob", "variation_prob", "pair_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"generator.{name} must be in [0, 1], got {getattr(self, name)}")
         unknown = [v for v in self.variations if v not in VARIATIONS]
         if unknown or len(set(self.variations)) < 2 or len(set(self.variations)) < len(self.variations):
             raise ValueError(f"generator.variations must be two or more distinct of {VARIATIONS}, "
                              f"got {list(self.variations)}")
-        if self.large_prob + self.variation_prob > 1:
-            raise ValueError(f"generator: large_prob + variation_prob must be <= 1, got "
-                             f"{self.large_prob} + {self.variation_prob}")
+        if self.large_prob + self.variation_prob + self.pair_prob > 1:
+            raise ValueError(f"generator: large_prob + variation_prob + pair_prob must be <= 1, got "
+                             f"{self.large_prob} + {self.variation_prob} + {self.pair_prob}")
 
 
 @dataclass(frozen=True)
@@ -325,15 +328,26 @@ def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: s
                    hard_factor=(10, 12)) -> list[Example]:
     """`n` training problems with distinct chains, none computing a held-out head. A share
     `cfg.large_prob` is enlarged (as gsm_hard is), a share `cfg.variation_prob` carries one
-    variation; the rest are plain. The head checked is that of the chain as written."""
+    variation, a share `cfg.pair_prob` two; the rest are plain. The head checked is that of the chain as written."""
     taken, out, attempts = set(), [], 0
     while len(out) < n:
         # the kind first, then a problem of it: kinds that are rejected more often (plain
         # chains collide more) keep their share
         u = rng.random()
-        kind = "enlarged" if u < cfg.large_prob else "varied" if u < cfg.large_prob + cfg.variation_prob else "plain"
-        # each variation an equal share: drawn first, then a problem it fits
-        variation = rng.choice(cfg.variations) if kind == "varied" else None
+        if u < cfg.large_prob:
+            kind = "enlarged"
+        elif u < cfg.large_prob + cfg.variation_prob:
+            kind = "varied"
+        elif u < cfg.large_prob + cfg.variation_prob + cfg.pair_prob:
+            kind = "pair"
+        else:
+            kind = "plain"
+        # each variation (or pair) an equal share: drawn first, then a problem it fits
+        variation = None
+        if kind == "varied":
+            variation = (rng.choice(cfg.variations),)
+        elif kind == "pair":
+            variation = rng.choice([c for c in svamp_combinations(cfg.variations) if len(c) == 2])
         while True:
             attempts += 1
             if attempts > 50 * n + 10_000:
@@ -341,14 +355,14 @@ def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: s
                                  f"with {steps_range} steps; widen value_max/add_max or ask for fewer")
             base = sample_problem(rng, rng.randint(*steps_range), cfg)
             p = base.scaled(rng.randint(*hard_factor)) if kind == "enlarged" else base
-            fits = variation is None or applicable(p, variation, steps_range[1])
+            fits = variation is None or all(applicable(p, k, steps_range[1]) for k in variation)
             if fits and p.chain not in taken and _head(p) not in forbidden_heads and _head(base) not in forbidden_heads:
                 break
         taken.add(p.chain)
         if kind == "enlarged":
             out.append(realize(p, meta={"variation": "enlarged"}, step_names=cfg.step_names, question_first=cfg.question_first))
-        elif kind == "varied":
-            out.append(vary(rng, p, (variation,), step_names=cfg.step_names, question_first=cfg.question_first))
+        elif variation:
+            out.append(vary(rng, p, variation, step_names=cfg.step_names, question_first=cfg.question_first))
         else:
             out.append(realize(p, step_names=cfg.step_names, question_first=cfg.question_first))
     return out
