@@ -38,7 +38,11 @@ def test_two_ranks_at_batch_b_train_as_one_process_at_2b_and_only_rank_0_writes(
     _, two, records = run(tmp_path / "two", method, batch=batch, ranks=2)
     assert one.keys() == two.keys()
     worst = max((one[k] - two[k]).abs().max().item() for k in one)
-    assert worst < 1e-5, worst
+    # equal up to float summation order: one batch of 8 and two of 4 add their gradients
+    # in another order, and Adam's first steps scale a gradient's rounding noise up (1.1 and
+    # 1.9e-5 for sft and coconut on the data of 2026-12-02, under 1e-5 before); a wrong
+    # share of the loss or a missed all-reduce moves weights by the size of an update
+    assert worst < 5e-5, worst
     # and the steps did move the weights (two runs that change nothing would also agree)
     assert max((one[k] - init[k]).abs().max().item() for k in init) > 1e-3
     main, other = records
