@@ -30,7 +30,7 @@ def main():
     model, tok = load_checkpoint(args.model_dir), load_tokenizer(args.model_dir)
     rng = random.Random(5)
     cfg = load_params(args.params).data.generator
-    fmt = dict(step_names=cfg.step_names, question_first=cfg.question_first)
+    fmt = cfg.text_format
     problems = generate_unique(rng, args.n, (2, 4), cfg, set())
     sets = {"plain": [realize(p, **fmt) for p in problems]}
     sets.update({k: [vary(rng, p, (k,), **fmt) for p in problems] for k in VARIATIONS})

@@ -80,6 +80,11 @@ class GeneratorConfig:
     # ..."): every fact can then see, as it is read, whether it is about the person asked
     question_first: bool = False
 
+    @property
+    def text_format(self) -> dict:
+        """The `realize`/`vary` keywords that set how a problem is written."""
+        return dict(step_names=self.step_names, question_first=self.question_first)
+
     def __post_init__(self):
         if not (0 < self.start_min <= self.value_max):
             raise ValueError(f"generator: need 0 < start_min <= value_max, got {self}")
@@ -320,16 +325,17 @@ def svamp_variant(rng: random.Random, p: Problem, cfg: "GeneratorConfig", max_st
     that fit it."""
     combos = [c for c in svamp_combinations(cfg.variations)
               if all(applicable(p, k, max_steps) for k in c)]
-    return vary(rng, p, rng.choice(combos), step_names=cfg.step_names,
-                question_first=cfg.question_first)
+    return vary(rng, p, rng.choice(combos), **cfg.text_format)
 
 
 def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: set,
                    hard_factor=(10, 12)) -> list[Example]:
     """`n` training problems with distinct chains, none computing a held-out head. A share
     `cfg.large_prob` is enlarged (as gsm_hard is), a share `cfg.variation_prob` carries one
-    variation, a share `cfg.pair_prob` two; the rest are plain. The head checked is that of the chain as written."""
+    variation, a share `cfg.pair_prob` two; the rest are plain. The head checked is that of
+    the chain as written."""
     taken, out, attempts = set(), [], 0
+    pairs = [c for c in svamp_combinations(cfg.variations) if len(c) == 2]
     while len(out) < n:
         # the kind first, then a problem of it: kinds that are rejected more often (plain
         # chains collide more) keep their share
@@ -347,7 +353,7 @@ def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: s
         if kind == "varied":
             variation = (rng.choice(cfg.variations),)
         elif kind == "pair":
-            variation = rng.choice([c for c in svamp_combinations(cfg.variations) if len(c) == 2])
+            variation = rng.choice(pairs)
         while True:
             attempts += 1
             if attempts > 50 * n + 10_000:
@@ -360,11 +366,11 @@ def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: s
                 break
         taken.add(p.chain)
         if kind == "enlarged":
-            out.append(realize(p, meta={"variation": "enlarged"}, step_names=cfg.step_names, question_first=cfg.question_first))
+            out.append(realize(p, meta={"variation": "enlarged"}, **cfg.text_format))
         elif variation:
-            out.append(vary(rng, p, variation, step_names=cfg.step_names, question_first=cfg.question_first))
+            out.append(vary(rng, p, variation, **cfg.text_format))
         else:
-            out.append(realize(p, step_names=cfg.step_names, question_first=cfg.question_first))
+            out.append(realize(p, **cfg.text_format))
     return out
 
 
@@ -391,7 +397,7 @@ def generate_splits(seed: int, cfg: GeneratorConfig, sizes: SplitSizes,
     train = generate_train(rng, sizes.train, train_steps, cfg, held_out, hard_factor)
 
     svamp = [svamp_variant(rng, p, cfg, train_steps[1]) for p in test]
-    fmt = dict(step_names=cfg.step_names, question_first=cfg.question_first)
+    fmt = cfg.text_format
     return {
         "train": train,
         "valid": [realize(p, **fmt) for p in valid],
