@@ -14,7 +14,7 @@ import torch
 
 from latent_reasoning.evaluation import evaluate
 from latent_reasoning.config import load_params
-from latent_reasoning.generator import VARIATIONS, generate_unique, realize, vary
+from latent_reasoning.generator import VARIATIONS, applicable, generate_unique, realize, vary
 from latent_reasoning.modeling import load_checkpoint
 from latent_reasoning.tokenizer import load_tokenizer
 
@@ -33,12 +33,15 @@ def main():
     fmt = cfg.text_format
     problems = generate_unique(rng, args.n, (2, 4), cfg, set())
     sets = {"plain": [realize(p, **fmt) for p in problems]}
-    sets.update({k: [vary(rng, p, (k,), **fmt) for p in problems] for k in VARIATIONS})
+    # each variation on the problems it fits, as training applies it (a total only within
+    # the training range of steps and numbers)
+    sets.update({k: [vary(rng, p, (k,), **cfg.vary_format) for p in problems
+                     if applicable(p, k, 4, cfg.value_max)] for k in VARIATIONS})
     for name, (lo, hi) in {"x10": (10, 10), "x10-12": (10, 12), "x10-30": (10, 30), "x2-5": (2, 5)}.items():
         sets[name] = [realize(p.scaled(rng.randint(lo, hi)), **fmt) for p in problems]
     for name, examples in sets.items():
         metrics, _ = evaluate(model, tok, examples, batch_size=300, max_new_tokens=60)
-        print(f"{name}: {metrics['accuracy']:.3f}")
+        print(f"{name}: {metrics['accuracy']:.3f} (n={len(examples)})")
 
 
 if __name__ == "__main__":

@@ -79,11 +79,19 @@ class GeneratorConfig:
     # the question before the facts ("How many shells does Fay have? Ned has 30 shells.
     # ..."): every fact can then see, as it is read, whether it is about the person asked
     question_first: bool = False
+    # how `reordered` permutes the facts: "move" takes one fact out and puts it elsewhere
+    # (SVAMP's small change of sentence order); "shuffle" is any order but the original
+    reorder: str = "move"
 
     @property
     def text_format(self) -> dict:
         """The `realize`/`vary` keywords that set how a problem is written."""
         return dict(step_names=self.step_names, question_first=self.question_first)
+
+    @property
+    def vary_format(self) -> dict:
+        """`text_format` plus the keywords that set how `vary` applies a variation."""
+        return dict(self.text_format, reorder=self.reorder)
 
     def __post_init__(self):
         if not (0 < self.start_min <= self.value_max):
@@ -97,6 +105,8 @@ class GeneratorConfig:
         if unknown or len(set(self.variations)) < 2 or len(set(self.variations)) < len(self.variations):
             raise ValueError(f"generator.variations must be two or more distinct of {VARIATIONS}, "
                              f"got {list(self.variations)}")
+        if self.reorder not in ("move", "shuffle"):
+            raise ValueError(f"generator.reorder must be 'move' or 'shuffle', got {self.reorder!r}")
         if self.large_prob + self.variation_prob + self.pair_prob > 1:
             raise ValueError(f"generator: large_prob + variation_prob + pair_prob must be <= 1, got "
                              f"{self.large_prob} + {self.variation_prob} + {self.pair_prob}")
@@ -269,18 +279,24 @@ QUESTION_VARIATIONS = ("together", "other_quantity")  # at most one of these per
 
 
 def vary(rng: random.Random, p: Problem, kinds: tuple[str, ...], meta: dict | None = None,
-         step_names: bool = True, question_first: bool = False) -> Example:
+         step_names: bool = True, question_first: bool = False, reorder: str = "move") -> Example:
     """The problem with each SVAMP-style variation in `kinds` applied (any combination with
-    at most one question variation): facts reordered, an irrelevant sentence added, the
-    question about the last two people's total or about an earlier person."""
+    at most one question variation): facts reordered (`reorder`: one fact moved, or
+    shuffled), an irrelevant sentence added, the question about the last two people's total
+    or about an earlier person."""
     assert sum(k in QUESTION_VARIATIONS for k in kinds) <= 1, kinds
     order = distractor = ask = None
     if "together" in kinds:
         p = replace(p, together=True)
     if "reordered" in kinds:
         order = list(range(len(p.ops) + 1))
-        while order == sorted(order):
-            rng.shuffle(order)
+        if reorder == "move":
+            i = rng.randrange(len(order))
+            j = rng.choice([k for k in range(len(order)) if k != i])
+            order.insert(j, order.pop(i))
+        else:
+            while order == sorted(order):
+                rng.shuffle(order)
     if "distractor" in kinds:
         other = rng.choice([n for n in NAMES if n not in p.names])
         obj = rng.choice([o for o in OBJECTS if o != p.obj])
@@ -292,12 +308,16 @@ def vary(rng: random.Random, p: Problem, kinds: tuple[str, ...], meta: dict | No
                    question_first=question_first)
 
 
-def applicable(p: Problem, kind: str, max_steps: int) -> bool:
+def applicable(p: Problem, kind: str, max_steps: int, value_max: int) -> bool:
     """Whether a variation fits the problem: a total adds a step, so it needs a chain short
     enough to stay within `max_steps` (the training maximum: a longer problem is the
-    `longer` set's test, not svamp's); an intermediate person needs one to ask about."""
+    `longer` set's test, not svamp's) and a total within `value_max` (a number of the
+    range every other step computes in, as `together_prob`'s totals are); an intermediate
+    person needs one to ask about."""
     if kind == "together":
-        return not p.together and len(p.ops) + 1 <= max_steps
+        vals = p.values()
+        return (not p.together and len(p.ops) + 1 <= max_steps
+                and vals[-2] + vals[-1] <= value_max)
     if kind == "other_quantity":
         return bool(_askable(p))
     return True
@@ -324,8 +344,8 @@ def svamp_variant(rng: random.Random, p: Problem, cfg: "GeneratorConfig", max_st
     """A test problem with two or more variations combined, chosen at random among those
     that fit it."""
     combos = [c for c in svamp_combinations(cfg.variations)
-              if all(applicable(p, k, max_steps) for k in c)]
-    return vary(rng, p, rng.choice(combos), **cfg.text_format)
+              if all(applicable(p, k, max_steps, cfg.value_max) for k in c)]
+    return vary(rng, p, rng.choice(combos), **cfg.vary_format)
 
 
 def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: set,
@@ -361,14 +381,15 @@ def generate_train(rng, n, steps_range, cfg: GeneratorConfig, forbidden_heads: s
                                  f"with {steps_range} steps; widen value_max/add_max or ask for fewer")
             base = sample_problem(rng, rng.randint(*steps_range), cfg)
             p = base.scaled(rng.randint(*hard_factor)) if kind == "enlarged" else base
-            fits = variation is None or all(applicable(p, k, steps_range[1]) for k in variation)
+            fits = variation is None or all(applicable(p, k, steps_range[1], cfg.value_max)
+                                            for k in variation)
             if fits and p.chain not in taken and _head(p) not in forbidden_heads and _head(base) not in forbidden_heads:
                 break
         taken.add(p.chain)
         if kind == "enlarged":
             out.append(realize(p, meta={"variation": "enlarged"}, **cfg.text_format))
         elif variation:
-            out.append(vary(rng, p, variation, **cfg.text_format))
+            out.append(vary(rng, p, variation, **cfg.vary_format))
         else:
             out.append(realize(p, **cfg.text_format))
     return out
