@@ -3,7 +3,7 @@ import re
 import pytest
 
 from latent_reasoning.generator import (QUESTION_VARIATIONS, VARIATIONS, GeneratorConfig, SplitSizes,
-                                        generate_splits, realize, sample_problem, svamp_combinations)
+                                        generate_splits, realize, sample_problem, svamp_combinations, vary)
 from latent_reasoning.schema import STEP_RE, step_result
 
 SIZES = SplitSizes(train=3000, valid=100, test=200)
@@ -101,7 +101,16 @@ def test_gsm_hard_is_the_test_set_with_larger_numbers(splits):
     assert max(int(h.answer) for h in splits["test_gsm_hard"]) > 99
 
 
-def _check_variation(ex, base, kinds):
+def _one_moved(before: list, after: list) -> bool:
+    """Whether `after` is `before` with exactly one element moved to another place."""
+    for i in range(len(before)):
+        rest = before[:i] + before[i + 1:]
+        if any(rest[:j] + [before[i]] + rest[j:] == after for j in range(len(before)) if j != i):
+            return True
+    return False
+
+
+def _check_variation(ex, base, kinds, reorder="move", value_max=GeneratorConfig().value_max):
     """`ex` is `base` (the same problem, plain) with exactly the variations in `kinds`."""
     facts = lambda e: [f.strip() + "." for f in e.question.split("How")[0].split(".") if f.strip()]
     ex_facts, base_facts = facts(ex), facts(base)
@@ -113,6 +122,8 @@ def _check_variation(ex, base, kinds):
     kept = [f for f in ex_facts if f in base_facts]
     assert sorted(kept) == sorted(base_facts)
     assert (kept != base_facts) == ("reordered" in kinds), (kinds, ex.question)
+    if "reordered" in kinds and reorder == "move":  # one fact taken out and put elsewhere
+        assert _one_moved(base_facts, kept), (ex.question, base.question)
     # another question: about someone earlier in the chain (answered by a prefix of the
     # steps) or the last two people's total (one step more, adding their counts)
     other = ex.question.split("How")[1] != base.question.split("How")[1]
@@ -125,6 +136,7 @@ def _check_variation(ex, base, kinds):
         a, b = results[-2] if len(results) > 1 else re.search(r"\d+", base.question).group(), results[-1]
         assert formula(ex.steps[-1]) == f"<<{a}+{b}={int(a) + int(b)}>>" and ex.answer == str(int(a) + int(b))
         assert ex.question.endswith(" together?")
+        assert int(ex.answer) <= value_max  # the total is a number of the range steps compute in
     else:
         assert ex.steps == base.steps and ex.answer == base.answer
 
@@ -221,6 +233,24 @@ def test_config_is_validated():
         GeneratorConfig(together_prob=2)
     with pytest.raises(ValueError):
         GeneratorConfig(start_min=0)
+
+
+def test_reorder_switch():
+    # "move" (the default) takes one fact out and puts it elsewhere; "shuffle" may move several
+    import random
+
+    problems = [sample_problem(random.Random(i), 4, GeneratorConfig()) for i in range(50)]
+    moved_more = 0
+    for reorder in ("move", "shuffle"):
+        for i, p in enumerate(problems):
+            ex = vary(random.Random(i), p, ("reordered",), reorder=reorder)
+            _check_variation(ex, realize(p), ("reordered",), reorder=reorder)
+            facts = [f.strip() for f in ex.question.split("How")[0].split(".") if f.strip()]
+            base = [f.strip() for f in realize(p).question.split("How")[0].split(".") if f.strip()]
+            moved_more += reorder == "shuffle" and not _one_moved(base, facts)
+    assert moved_more > 0  # 5 facts shuffled: most orders are more than one move away
+    with pytest.raises(ValueError, match="reorder"):
+        GeneratorConfig(reorder="reverse")
 
 
 def test_realize_reorder_keeps_steps():
