@@ -74,6 +74,11 @@
 #   latent_rl_seeds_bare/seed_S:        trial.sh D latent_rl 'p["base"]["seed"] = S'     (S: 1, 2)
 # then, from the pipeline's seed-0 atp_vae, two at once:
 #   atp_rl_seeds_bare/seed_S:           trial.sh D atp_rl 'p["base"]["seed"] = S'        (S: 1, 2)
+# On the final data (data_design try 8), 2 cores of an AMD EPYC with AVX-512, from the
+# pipeline's seed-0 CoT-SFT model, four at once:
+#   atp_vs_coconut_seeds_final_data/seed_S: trial.sh D V 'p["base"]["seed"] = S'     (S: 1, 2; V: coconut, atp_vae)
+# then, from the pipeline's seed-0 atp_vae, two at once:
+#   atp_rl_seeds_final_data/seed_S:     trial.sh D atp_rl 'p["base"]["seed"] = S'        (S: 1, 2)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
