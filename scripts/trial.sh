@@ -82,6 +82,8 @@
 # On the same kind of machine (2026-12-03), from a `dvc repro train@cot` of the committed code, four at once:
 #   atp_ablations_final_data[/seed_S]:  trial.sh D atp_no_vae 'p["atp"]["variants"] = ["atp_no_vae"]; p["base"]["seed"] = S'   (S: 0 in the folder itself, 1, 2)
 #   atp_ablations_final_data:           trial.sh D atp_no_stop 'p["atp"]["variants"] = ["atp_no_stop"]'
+# then, from the seed-0 atp_vae of a `dvc repro` rerun of the committed code, three at once:
+#   atp_rl_steps_120/seed_S:            trial.sh D atp_rl 'p["rl"]["steps"] = 120; p["rl"]["eval_every"] = 40; p["base"]["seed"] = S'   (S: 0, 1, 2)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
