@@ -84,6 +84,8 @@
 #   atp_ablations_final_data:           trial.sh D atp_no_stop 'p["atp"]["variants"] = ["atp_no_stop"]'
 # then, from the seed-0 atp_vae of a `dvc repro` rerun of the committed code, three at once:
 #   atp_rl_steps_120/seed_S:            trial.sh D atp_rl 'p["rl"]["steps"] = 120; p["rl"]["eval_every"] = 40; p["base"]["seed"] = S'   (S: 0, 1, 2)
+# then, from the pipeline's seed-0 CoT-SFT, three at once (atp_vae), then the same for coconut:
+#   atp_final_stage_2000/seed_S:        trial.sh D V 'p["coconut"]["final_stage_steps"] = 2000; p["base"]["seed"] = S'   (S: 0, 1, 2; V: atp_vae, coconut)
 set -euo pipefail
 # The body is one block, so bash reads all of it before running any: bash reads a script
 # as it goes, and an edit to this file while a trial ran once made it rerun the training
