@@ -8,19 +8,15 @@ PIPELINE_PROSQA_DIR is prosqa/ of the clone that ran the pipeline (its reports/e
 each SEED_DIR holds .work/eval/{cot,coconut}/predictions (the seed script's work folder)."""
 
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
 
+from paired import sign_test  # scripts/paired.py: the one sign test the trial scripts share
+
 
 def correct(predictions: Path) -> list[bool]:
     return [json.loads(line)["correct"] for line in predictions.read_text().splitlines()]
-
-
-def sign_test(wins: int, losses: int) -> float:
-    n, k = wins + losses, min(wins, losses)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
 
 
 def main():
